@@ -1,0 +1,1 @@
+"""A local stand-in for Google's OAuth, Gmail API, Pub/Sub push and an SMTP relay."""
