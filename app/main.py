@@ -1,0 +1,76 @@
+"""The ASGI application: `uvicorn app.main:app`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from app import health
+from app.config import Settings
+from app.db import create_engine, create_sessionmaker
+from app.errors import install_error_handlers
+from app.observability import RequestContextMiddleware, configure_logging
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings_or_exit()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        )
+        try:
+            yield
+        finally:
+            await app.state.http.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="leadmail",
+        version="0.1.0",
+        summary="Send to leads from the rep's own Gmail and sync their replies back.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.migration_heads = health.migration_heads()
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    return app
+
+
+def load_settings_or_exit() -> Settings:
+    """Settings from the environment, or one clear line naming what is missing."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"][:1]).upper()
+            problems.append(f"{name} ({error['msg']})" if error["type"] != "missing" else name)
+        missing = ", ".join(problems)
+        print(f"leadmail: cannot start: set {missing} in the environment", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn app.main:app` asks for this attribute; building it lazily keeps
+    # `import app.main` free of side effects for tests and tools.
+    if name == "app":
+        settings = load_settings_or_exit()
+        configure_logging(settings.log_level)
+        application = create_app(settings)
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)
