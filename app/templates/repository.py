@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.templates.models import Template
+
+
+class TemplateRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, org_id: str, template_id: str) -> Template | None:
+        return await self.session.scalar(
+            select(Template).where(Template.org_id == org_id, Template.id == template_id)
+        )
+
+    async def list(
+        self, org_id: str, limit: int, after: tuple[datetime, str] | None
+    ) -> list[Template]:
+        query = select(Template).where(Template.org_id == org_id)
+        if after is not None:
+            created, item_id = after
+            query = query.where(
+                or_(
+                    Template.created_at < created,
+                    (Template.created_at == created) & (Template.id < item_id),
+                )
+            )
+        query = query.order_by(Template.created_at.desc(), Template.id.desc()).limit(limit)
+        return list(await self.session.scalars(query))
+
+    async def add(self, template: Template) -> Template:
+        self.session.add(template)
+        await self.session.flush()
+        return template
+
+    async def delete(self, template: Template) -> None:
+        await self.session.delete(template)
+        await self.session.flush()
