@@ -32,6 +32,13 @@ class Clock:
     def advance(self, seconds: float) -> None:
         self._offset += seconds
 
+    def reset(self, speed: float) -> None:
+        """Back to wall time (used when all state is forgotten, so nothing can go backwards)."""
+        self._origin_wall = time.time()
+        self._origin_mono = time.monotonic()
+        self._offset = 0.0
+        self._speed = speed
+
     def set_speed(self, speed: float) -> None:
         # Re-anchor so that changing the speed never makes the clock jump.
         current = self.now()

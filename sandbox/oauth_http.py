@@ -10,7 +10,7 @@ import re
 import time
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import unquote, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -39,6 +39,13 @@ _AUTH_FIELDS = (
     "nonce",
 )
 DEFAULT_USER = "user@sandbox.test"
+
+
+async def read_form(request: Request) -> FormData:
+    """An application/x-www-form-urlencoded body (all Google's endpoints take), without needing
+    python-multipart."""
+    body = (await request.body()).decode("utf-8", errors="replace")
+    return FormData(parse_qsl(body, keep_blank_values=True))
 
 
 class _ConsentError(Exception):
@@ -156,7 +163,7 @@ def _default_email(sandbox: Sandbox, params: dict[str, str]) -> str:
 
 async def authorize(request: Request) -> Response:
     sandbox: Sandbox = request.app.state.sandbox
-    form: FormData | None = await request.form() if request.method == "POST" else None
+    form: FormData | None = await read_form(request) if request.method == "POST" else None
     source: Any = form if form is not None else request.query_params
     params = {name: str(source[name]) for name in _AUTH_FIELDS if source.get(name)}
     async with sandbox.lock:
@@ -242,7 +249,7 @@ async def token(request: Request) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
             raise OAuthError(400, "invalid_request", "Invalid content type")
-        form = await request.form()
+        form = await read_form(request)
         async with sandbox.lock:
             client_id, secret = _client_credentials(request, form)
             grant_type = form.get("grant_type")
@@ -293,7 +300,7 @@ async def revoke(request: Request) -> Response:
     sandbox: Sandbox = request.app.state.sandbox
     value = request.query_params.get("token")
     if value is None and request.method == "POST":
-        form = await request.form()
+        form = await read_form(request)
         raw = form.get("token")
         value = str(raw) if raw is not None else None
     async with sandbox.lock:

@@ -147,6 +147,12 @@ class PushService:
         self.wrapped = self._config.push_wrapped
         self.history_id_as_string = self._config.push_history_id_as_string
         self.min_interval = self._config.push_min_interval
+        self.subscription = self._config.push_subscription
+        self.ack_deadline = self._config.push_ack_deadline
+        self.max_attempts = self._config.push_max_attempts
+        self.retry_backoff = self._config.push_retry_backoff
+        self.retry_backoff_max = self._config.push_retry_backoff_max
+        self.watch_ttl = self._config.watch_ttl
 
     def settings(self) -> dict[str, Any]:
         return {

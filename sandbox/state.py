@@ -90,15 +90,23 @@ class Sandbox:
         return token
 
     def reset(self) -> None:
-        """Forget every account, token, message, fault and log; keys and config stay."""
-        self.oauth.reset()
+        """Forget every account, token, message, fault, log and runtime setting: back to the
+        configuration the sandbox started with (the first signing key is kept)."""
+        self.clock.reset(self.config.clock_speed)
+        self.oauth = OAuthState(self.config, self.clock)
         self.mail.reset()
         self.push.reset()
         self.faults.clear()
-        self.quota.reset()
+        self.quota = UserQuota(
+            self.clock,
+            self.config.user_quota_per_minute,
+            self.config.rate_limit_status,
+            self.config.retry_after_header,
+        )
         self.calls.clear()
         self.attachments.clear()
         self.keys.reset()
         self.consent = ConsentSettings(auto=self.config.auto_consent)
         self.retry_after_header = self.config.retry_after_header
         self.history_retention = self.config.history_retention
+        self.attachment_id_ttl = self.config.attachment_id_ttl
