@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
-from email.message import Message
 from email.parser import BytesParser
 from typing import Any
 
@@ -283,22 +282,19 @@ async def upload_send(sandbox: Sandbox, request: Request, caller: Caller) -> Res
     if upload_type == "multipart":
         content_type = request.headers.get("content-type", "")
         container = BytesParser(policy=policy.compat32).parsebytes(
-            f"Content-Type: {content_type}\r\n\r\n".encode() + body
+            f"Content-Type: {content_type}\r\n\r\n".encode()
         )
-        parts = container.get_payload()
-        if not container.is_multipart() or not isinstance(parts, list) or len(parts) != 2:
+        boundary = container.get_boundary()
+        parts = mime.split_multipart(body, boundary) if boundary else []
+        if len(parts) != 2:
             raise errors.bad_request("Multipart upload needs a metadata part and a media part.")
-        meta_part, media_part = parts
-        if not isinstance(meta_part, Message) or not isinstance(media_part, Message):
-            raise errors.bad_request("Multipart upload needs a metadata part and a media part.")
-        meta_bytes = meta_part.get_payload(decode=True)
+        (_, meta_bytes), (_, media) = parts
         try:
-            metadata = json.loads(meta_bytes if isinstance(meta_bytes, bytes) else b"{}")
+            metadata = json.loads(meta_bytes or b"{}")
         except ValueError as exc:
             raise errors.bad_request("Invalid JSON payload received.") from exc
-        media = media_part.get_payload(decode=True)
-        if not isinstance(media, bytes):
-            media = media_part.as_bytes()
+        if not isinstance(metadata, dict):
+            raise errors.bad_request("Invalid JSON payload received.")
         return _send(sandbox, caller, media, metadata.get("threadId"))
     raise errors.bad_request(f"uploadType {upload_type!r} is not supported by the sandbox.")
 

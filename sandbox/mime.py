@@ -69,11 +69,11 @@ def new_message_id(domain: str = "mail.gmail.com") -> str:
 
 def _split_head(raw: bytes) -> tuple[bytes, bytes, bytes]:
     """Return (header block, separator, body); the newline style is whatever the sender used."""
-    for separator in (b"\r\n\r\n", b"\n\n"):
-        index = raw.find(separator)
-        if index != -1:
-            return raw[:index], separator, raw[index + len(separator) :]
-    return raw, b"", b""
+    found = [(raw.find(sep), sep) for sep in (b"\r\n\r\n", b"\n\n") if raw.find(sep) != -1]
+    if not found:
+        return raw, b"", b""
+    index, separator = min(found)
+    return raw[:index], separator, raw[index + len(separator) :]
 
 
 def _newline(raw: bytes) -> bytes:
@@ -103,6 +103,25 @@ def remove_headers(raw: bytes, names: Iterable[str]) -> bytes:
         if not skipping:
             kept.append(line)
     return newline.join(kept) + separator + body
+
+
+def split_multipart(body: bytes, boundary: str) -> list[tuple[bytes, bytes]]:
+    """(headers, content) of each part, byte for byte: an uploaded message must not be
+    re-serialised on its way in."""
+    delimiter = b"--" + boundary.encode()
+    chunks = body.split(delimiter)
+    parts = []
+    for chunk in chunks[1:]:
+        if chunk.startswith(b"--"):
+            break
+        chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk.lstrip(b"\n")
+        head, _, content = _split_head(chunk)
+        if content.endswith(b"\r\n"):
+            content = content[:-2]
+        elif content.endswith(b"\n"):
+            content = content[:-1]
+        parts.append((head, content))
+    return parts
 
 
 # --- Gmail's JSON view of a message ----------------------------------------------------------

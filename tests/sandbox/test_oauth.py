@@ -50,7 +50,9 @@ def _redirect_query(response: httpx.Response) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
-def _exchange(google: RunningSandbox, code: str, verifier: str | None, **extra: str) -> httpx.Response:
+def _exchange(
+    google: RunningSandbox, code: str, verifier: str | None, **extra: str
+) -> httpx.Response:
     form = {
         "grant_type": "authorization_code",
         "code": code,
@@ -154,7 +156,10 @@ def test_03_code_exchange_with_s256_pkce_is_single_use(google: RunningSandbox) -
     assert body["scope"] == f"{GMAIL_SEND} {GMAIL_READONLY}"
     again = _exchange(google, code, verifier)
     assert again.status_code == 400
-    assert again.json() == {"error": "invalid_grant", "error_description": "Code was already redeemed."}
+    assert again.json() == {
+        "error": "invalid_grant",
+        "error_description": "Code was already redeemed.",
+    }
 
 
 def test_03_plain_pkce_and_wrong_verifiers(google: RunningSandbox) -> None:
