@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -77,7 +77,13 @@ def is_sqlite(url: str) -> bool:
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        # No pool: with pooled aiosqlite connections, two sessions contending for the
+        # write lock at times waited on each other for the whole busy timeout and failed
+        # with "database is locked" (reproduced with app.leases alone); with a connection
+        # per session they never did. Opening a local file costs about a millisecond.
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, poolclass=NullPool, **kwargs
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:

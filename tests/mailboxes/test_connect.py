@@ -21,6 +21,7 @@ from tests.harness import (
     LiveService,
     consent,
     link_mailbox,
+    loopback_client,
     unique_email,
 )
 from tests.support import bearer, unique
@@ -212,7 +213,7 @@ async def test_a_state_from_another_user_cannot_take_their_code(
     alice_url = await _start(live_service, *alice, alice_email)
     mallory_url = await _start(live_service, *mallory, unique_email("mallory"))
 
-    async with httpx.AsyncClient() as browser:
+    async with loopback_client() as browser:
         google = await browser.get(alice_url)
     alice_callback = google.headers["location"]
     forged = _replace_query(alice_callback, state=_query(mallory_url)["state"][0])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,7 +16,7 @@ from app.mailboxes.models import Mailbox, MailboxStatus
 from app.mailboxes.repository import ConnectedMailbox, MailboxRepository
 from app.threads.models import Direction, Message, MessageStatus, SentVia, Thread
 from sandbox.testing import RunningSandbox
-from tests.harness import LiveService, link_mailbox, unique_email
+from tests.harness import LiveService, link_mailbox, loopback_client, unique_email
 from tests.support import bearer, unique
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -97,7 +96,7 @@ async def test_delete_stops_the_watch_revokes_the_grant_and_keeps_the_conversati
     assert ("POST", "/gmail/v1/users/me/stop", 204) in trail
     assert ("POST", "/revoke", 200) in trail
     assert sandbox.account(email)["watch"] is None
-    async with httpx.AsyncClient() as google:
+    async with loopback_client() as google:
         refused = await google.post(
             sandbox.token_uri,
             data={
