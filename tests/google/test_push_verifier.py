@@ -33,8 +33,8 @@ class Key:
     cert_pem: str  # what the v1 certs endpoint publishes
 
     def sign(self, claims: dict[str, Any], *, kid: str | None = None) -> str:
-        signer = crypt.RSASigner.from_string(self.private_pem, key_id=kid or self.kid)
-        token: bytes = jwt.encode(signer, claims)
+        signer = crypt.RSASigner.from_string(self.private_pem, key_id=kid or self.kid)  # type: ignore[no-untyped-call]
+        token: bytes = jwt.encode(signer, claims)  # type: ignore[no-untyped-call]
         return token.decode()
 
 
