@@ -339,3 +339,31 @@ def test_cost_is_linear_on_hostile_input() -> None:
         started = time.perf_counter()
         strip_quoted(text)
         assert time.perf_counter() - started < 2.0
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        "El lun, 5 ene 2026 a las 10:00, Anna Schmidt (<anna@example.com>) escribió:\n> Hola",
+        "Il giorno lun 5 gen 2026 alle ore 10:00 Anna Schmidt <anna@example.com> ha scritto:\n> x",
+        "Op ma 5 jan. 2026 om 10:00 schreef Anna Schmidt <anna@example.com>:\n> Hallo",
+        "Em seg., 5 de jan. de 2026 às 10:00, Anna Schmidt <anna@example.com> escreveu:\n> Olá",
+        "---------- Forwarded message ---------\nFrom: Anna <anna@example.com>\nHi",
+        "Begin forwarded message:\n\nFrom: Anna <anna@example.com>",
+        "De : Anna Schmidt <anna@example.com>\nEnvoyé : lundi 5 janvier 2026 10:00\n"
+        "À : Pierre\nObjet : Offre",
+        "-----Message d'origine-----\nDe : Anna",
+    ],
+    ids=[
+        "es",
+        "it",
+        "nl",
+        "pt",
+        "gmail-forward",
+        "apple-forward",
+        "outlook-fr",
+        "outlook-fr-original",
+    ],
+)
+def test_other_languages_and_forward_markers_end_the_reply(history: str) -> None:
+    assert strip_quoted(f"New text.\n\n{history}\n") == "New text."
