@@ -20,6 +20,7 @@ from app.errors import install_error_handlers
 from app.mailboxes.access import MailboxAccess
 from app.mailboxes.router import router as mailboxes_router
 from app.observability import RequestContextMiddleware, configure_logging
+from app.templates.router import router as templates_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
+    app.include_router(templates_router)
     app.include_router(mailboxes_router)
     return app
 
