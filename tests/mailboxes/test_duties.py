@@ -314,6 +314,11 @@ async def test_two_replicas_renew_each_watch_once(
         assert (mailbox_id in first.renewed) != (mailbox_id in second.renewed)
 
 
+def sandbox_secret(settings: Settings) -> str:
+    secret = settings.google_client_secret
+    return secret.get_secret_value() if secret is not None else ""
+
+
 def _spawn(settings: Settings, fernet_key: str, log: Path) -> subprocess.Popen[bytes]:
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -322,9 +327,7 @@ def _spawn(settings: Settings, fernet_key: str, log: Path) -> subprocess.Popen[b
         "API_JWT_SECRET": JWT_SECRET,
         "TOKEN_ENCRYPTION_KEYS": fernet_key,
         "GOOGLE_CLIENT_ID": settings.google_client_id or "",
-        "GOOGLE_CLIENT_SECRET": settings.google_client_secret.get_secret_value()  # type: ignore[union-attr]
-        if settings.google_client_secret
-        else "",
+        "GOOGLE_CLIENT_SECRET": sandbox_secret(settings),
         "GOOGLE_AUTH_URI": settings.google_auth_uri,
         "GOOGLE_TOKEN_URI": settings.google_token_uri,
         "GOOGLE_REVOKE_URI": settings.google_revoke_uri,
@@ -403,13 +406,13 @@ async def test_two_service_processes_renew_each_watch_once(
             process.send_signal(signal.SIGTERM)
         codes = [await asyncio.to_thread(process.wait, 20) for process, _, _ in processes]
 
-    logs = [log.read_text() for _, _, log in processes]
+    logs = [path.read_text() for _, _, path in processes]
     # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully
     assert all(code in (0, -signal.SIGTERM) for code in codes), logs
-    assert all("Application shutdown complete." in log for log in logs), logs
+    assert all("Application shutdown complete." in text for text in logs), logs
     for _, email in linked:
         assert watch_calls(sandbox, email) == 1, (email, logs)
-    renewals_logged = sum(log.count('"mailbox.watch.renewed"') for log in logs)
+    renewals_logged = sum(text.count('"mailbox.watch.renewed"') for text in logs)
     assert renewals_logged == len(linked)
-    for log in logs:
-        assert "Traceback" not in log and "duties.pass_failed" not in log
+    for text in logs:
+        assert "Traceback" not in text and "duties.pass_failed" not in text

@@ -49,7 +49,8 @@ def _metric(name: str, **labels: str) -> float:
 
 async def _load(service: LiveService, mailbox_id: str) -> Mailbox:
     async def load() -> Mailbox:
-        async with service.app.state.sessionmaker() as session:
+        sessions: async_sessionmaker[AsyncSession] = service.app.state.sessionmaker
+        async with sessions() as session:
             mailbox = await session.get(Mailbox, mailbox_id)
             assert mailbox is not None
             return mailbox
