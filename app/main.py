@@ -16,6 +16,9 @@ from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.observability import RequestContextMiddleware, configure_logging
+from app.sending.lifespan import sending_lifespan
+from app.sending.router import router as sending_router
+from app.templates.router import router as templates_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -31,7 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
         try:
-            yield
+            async with sending_lifespan(app):
+                yield
         finally:
             await app.state.http.aclose()
             await engine.dispose()
@@ -47,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
+    app.include_router(templates_router)
+    app.include_router(sending_router)
     return app
 
 
