@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -152,10 +152,8 @@ async def run_reconciler(
                 await reconcile_outbox(delivery, stale_after=stale_after)
             except Exception:
                 logger.exception("sending.reconcile.failed")
-        try:
+        with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)
-        except TimeoutError:
-            pass
 
 
 @asynccontextmanager

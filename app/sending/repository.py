@@ -19,34 +19,38 @@ class SendingRepository:
         return await self.session.get(Message, message_id)
 
     async def get_by_idempotency_key(self, org_id: str, key: str) -> Message | None:
-        return await self.session.scalar(
+        result = await self.session.scalars(
             select(Message).where(Message.org_id == org_id, Message.idempotency_key == key)
         )
+        return result.first()
 
     async def add(self, *rows: Thread | Message) -> None:
         self.session.add_all(rows)
         await self.session.flush()
 
     async def get_thread(self, org_id: str, lead_id: str, thread_id: str) -> Thread | None:
-        return await self.session.scalar(
+        result = await self.session.scalars(
             select(Thread).where(
                 Thread.org_id == org_id, Thread.lead_id == lead_id, Thread.id == thread_id
             )
         )
+        return result.first()
 
     async def thread_by_gmail_id(self, mailbox_id: str, gmail_thread_id: str) -> Thread | None:
-        return await self.session.scalar(
+        result = await self.session.scalars(
             select(Thread).where(
                 Thread.mailbox_id == mailbox_id, Thread.gmail_thread_id == gmail_thread_id
             )
         )
+        return result.first()
 
     async def message_by_gmail_id(self, mailbox_id: str, gmail_message_id: str) -> Message | None:
-        return await self.session.scalar(
+        result = await self.session.scalars(
             select(Message).where(
                 Message.mailbox_id == mailbox_id, Message.gmail_message_id == gmail_message_id
             )
         )
+        return result.first()
 
     async def conversation(self, thread_id: str) -> list[Message]:
         """The thread's messages that exist on the wire (sent or received), oldest first."""

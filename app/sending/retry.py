@@ -41,7 +41,7 @@ class RetryPolicy:
         """
         if attempt > self.max_attempts:
             return None
-        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 2))
+        backoff = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 2))
         # "Equal jitter": never less than half the backoff, so replicas spread out
         # without ever hammering right away.
         delay = backoff / 2 + random.uniform(0, backoff / 2)
