@@ -43,6 +43,7 @@ class _TextExtractor(HTMLParser):
         self._quote_depth = 0
         self._pre_depth = 0
         self._cell_open = False
+        self._in_outlook_line = False
 
     def text(self) -> str:
         self._end_line()
@@ -60,8 +61,10 @@ class _TextExtractor(HTMLParser):
             self._blank_line()
             self._quote_depth += 1
         elif tag == "p" and _is_outlook_line(attrs):
-            # Outlook writes every line as <p class=MsoNormal> with zero margins.
+            # Outlook writes every line as <p class=MsoNormal> with zero margins, and
+            # an empty line as an empty one.
             self._end_line()
+            self._in_outlook_line = True
         elif tag in _PARAGRAPH_BLOCKS:
             self._blank_line()
             if tag == "pre":
@@ -85,8 +88,9 @@ class _TextExtractor(HTMLParser):
             self._end_line()
             self._quote_depth = max(0, self._quote_depth - 1)
             self._blank_line()
-        elif tag == "p":
-            self._end_line()
+        elif tag == "p" and self._in_outlook_line:
+            self._end_line(force=True)
+            self._in_outlook_line = False
         elif tag in _PARAGRAPH_BLOCKS:
             if tag == "pre":
                 self._pre_depth = max(0, self._pre_depth - 1)
