@@ -165,15 +165,17 @@ class MailboxRepository:
         at: datetime,
         *,
         only_if_token: bytes | None = None,
+        only_active: bool = True,
     ) -> bool:
-        """Turn an active mailbox disconnected, drop its token and consider its watch gone.
+        """Turn a mailbox disconnected, drop its token and consider its watch gone.
 
-        ``only_if_token`` makes it a compare-and-set: a mailbox reconnected meanwhile
-        (another refresh token) is left alone. False when nothing changed.
+        By default only an active mailbox changes (a disconnected one keeps its first
+        reason); ``only_if_token`` makes it a compare-and-set, so a mailbox reconnected
+        meanwhile (another refresh token) is left alone. False when nothing changed.
         """
         statement = (
             update(Mailbox)
-            .where(Mailbox.id == mailbox_id, Mailbox.status == MailboxStatus.ACTIVE)
+            .where(Mailbox.id == mailbox_id)
             .values(
                 status=MailboxStatus.DISCONNECTED,
                 disconnected_at=at,
@@ -185,6 +187,8 @@ class MailboxRepository:
             )
             .execution_options(synchronize_session=False)
         )
+        if only_active:
+            statement = statement.where(Mailbox.status == MailboxStatus.ACTIVE)
         if only_if_token is not None:
             statement = statement.where(Mailbox.refresh_token_encrypted == only_if_token)
         result = await self.session.execute(statement)
@@ -236,8 +240,9 @@ class MailboxRepository:
             ),
         )
 
+    @staticmethod
     def is_due_for_renewal(
-        self, mailbox: Mailbox, renewed_before: datetime, expiring_before: datetime
+        mailbox: Mailbox, renewed_before: datetime, expiring_before: datetime
     ) -> bool:
         """The same test as :meth:`due_for_watch_renewal`, on a loaded row."""
         return (
