@@ -7,8 +7,9 @@ import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email import message_from_bytes
-from email.message import Message
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from typing import Any
 
 import httpx
@@ -129,12 +130,13 @@ async def test_send_large_reply_uses_multipart_upload_to_carry_thread_id(
     assert request.url.params["uploadType"] == "multipart"
     content_type = request.headers["Content-Type"]
     assert content_type.startswith("multipart/related; boundary=")
-    envelope: Message = message_from_bytes(
+    envelope = BytesParser(policy=policy.default).parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + request.content
     )
-    metadata, media = envelope.get_payload()  # type: ignore[misc]
+    assert isinstance(envelope, EmailMessage)
+    metadata, media = envelope.iter_parts()
     assert metadata.get_content_type() == "application/json"
-    assert json.loads(metadata.get_payload()) == {"threadId": "t9"}
+    assert json.loads(metadata.get_content()) == {"threadId": "t9"}
     assert media.get_content_type() == "message/rfc822"
     assert large in request.content
 
@@ -345,7 +347,8 @@ async def test_list_history_request_and_records(fake: FakeGmail, session: GmailS
     assert [(m.id, m.thread_id, m.label_ids) for m in added.messages_added] == [
         ("m1", "t1", ("UNREAD", "INBOX"))
     ]
-    assert added.labels_added == added.labels_removed == added.messages_deleted == ()
+    assert added.labels_added == added.labels_removed == ()
+    assert added.messages_deleted == ()
     assert labels.labels_removed[0].label_ids == ("UNREAD",)
     assert labels.labels_removed[0].message.label_ids == ("INBOX",)
     assert labels.labels_added[0].label_ids == ("TRASH",)
