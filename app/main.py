@@ -16,6 +16,9 @@ from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.observability import RequestContextMiddleware, configure_logging
+from app.sync.router import router as webhook_router
+from app.sync.runtime import sync_runtime
+from app.threads.router import router as threads_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -31,7 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
         try:
-            yield
+            async with sync_runtime(app):
+                yield
         finally:
             await app.state.http.aclose()
             await engine.dispose()
@@ -47,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
+    app.include_router(threads_router)
+    app.include_router(webhook_router)
     return app
 
 

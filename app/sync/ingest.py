@@ -17,9 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
 from app.google import GmailMessage
-from app.mail.parse import ParsedMessage, parse_message
-from app.mail.quotes import reply_text_of
-from app.mail.sanitize import sanitize_html
+from app.mail import ParsedMessage, parse_message, reply_text_from, sanitize_html
 from app.mailboxes.models import Mailbox
 from app.metrics import MESSAGES_STORED
 from app.threads.models import Direction, Message, MessageStatus, SentVia, Thread
@@ -142,7 +140,7 @@ class MessageStore:
             subject=parsed.subject,
             body_text=parsed.body_text,
             body_html=body_html,
-            reply_text=reply_text_of(parsed.body_text),
+            reply_text=reply_text_from(parsed.body_text, parsed.body_html),
             attachments=[
                 {
                     "filename": attachment.filename or "",

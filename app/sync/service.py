@@ -40,7 +40,7 @@ from app.google import (
     NotFound,
     RateLimited,
 )
-from app.mail.conversation import parse_message_ids
+from app.mail import parse_message_ids
 from app.mailboxes.models import Mailbox
 from app.metrics import RECOVERED_MESSAGES
 from app.sync.access import GmailAccess
