@@ -140,23 +140,41 @@ class NotificationRecorder:
         while self._queue:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             try:
-                async with self._sessionmaker() as session:
-                    results = await record_notifications(
-                        session, [(item.email_address, item.history_id) for item in batch]
-                    )
-                    await session.commit()
+                results = await self._commit(batch)
             except Exception as exc:
-                logger.error(
-                    "gmail.push.record_failed",
-                    extra={"error": type(exc).__name__, "batch": len(batch)},
-                )
+                if len(batch) == 1:
+                    self._fail(batch, exc)
+                    continue
+                # One bad row must not fail the others: each alone, in its own transaction.
+                results = []
                 for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(RecordFailed(type(exc).__name__))
-                continue
-            woken = sorted({mailbox_id for result in results for mailbox_id in result.mailbox_ids})
+                    try:
+                        results += await self._commit([item])
+                    except Exception as single_exc:
+                        self._fail([item], single_exc)
+                        results.append(None)
+            woken = sorted(
+                {mailbox_id for result in results if result for mailbox_id in result.mailbox_ids}
+            )
             if woken and self._on_recorded is not None:
                 self._on_recorded(woken)
             for item, result in zip(batch, results, strict=True):
-                if not item.future.done():
+                if result is not None and not item.future.done():
                     item.future.set_result(result)
+
+    async def _commit(self, batch: Sequence[_Waiting]) -> list[IntakeResult | None]:
+        async with self._sessionmaker() as session:
+            results = await record_notifications(
+                session, [(item.email_address, item.history_id) for item in batch]
+            )
+            await session.commit()
+        return list(results)
+
+    @staticmethod
+    def _fail(batch: Sequence[_Waiting], exc: Exception) -> None:
+        logger.error(
+            "gmail.push.record_failed", extra={"error": type(exc).__name__, "batch": len(batch)}
+        )
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(RecordFailed(type(exc).__name__))
