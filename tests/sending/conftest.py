@@ -14,7 +14,7 @@ import pytest
 from app.config import Settings
 from sandbox.testing import RunningSandbox
 from tests.harness import LiveService, live_service, sandbox, service_settings, start_service
-from tests.sending.helpers import FAST_RETRIES
+from tests.sending.helpers import SERVICE_OVERRIDES
 
 __all__ = ["live_service", "sandbox"]
 
@@ -22,7 +22,7 @@ __all__ = ["live_service", "sandbox"]
 @pytest.fixture
 def live_settings(sandbox: RunningSandbox, database_url: str, fernet_key: str) -> Settings:
     return service_settings(
-        sandbox, database_url=database_url, token_encryption_keys=fernet_key, **FAST_RETRIES
+        sandbox, database_url=database_url, token_encryption_keys=fernet_key, **SERVICE_OVERRIDES
     )
 
 
@@ -35,9 +35,7 @@ async def bare_service(
         sandbox,
         database_url=database_url,
         token_encryption_keys=fernet_key,
-        default_smtp_url=None,
-        default_from_address=None,
-        **FAST_RETRIES,
+        **{**SERVICE_OVERRIDES, "default_smtp_url": None, "default_from_address": None},
     )
     async with start_service(settings, sandbox) as service:
         yield service
