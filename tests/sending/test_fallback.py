@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.threads.models import Message, Thread
@@ -23,10 +25,10 @@ from tests.support import unique
 Sessions = async_sessionmaker[AsyncSession]
 
 
-def _assert_default_sender(item: dict[str, object], rep_name: str, reply_to: str) -> None:
+def _assert_default_sender(item: dict[str, Any], rep_name: str, reply_to: str) -> None:
     assert item["via"] == "smtp"
     assert item["envelope_from"] == DEFAULT_FROM
-    mime = raw_of(item)  # type: ignore[arg-type]
+    mime = raw_of(item)
     [sender] = mime["From"].addresses
     assert (sender.display_name, sender.addr_spec) == (rep_name, DEFAULT_FROM)
     [answer_to] = mime["Reply-To"].addresses
@@ -94,7 +96,9 @@ async def test_a_disconnected_mailbox_falls_back_with_reply_to_its_address(
         )
     ).json()
     assert sent["sent_via"] == "default"
-    _assert_default_sender(outgoing_for(sandbox, sent["rfc822_message_id"])[0], "Rita Rep", rep.email)
+    _assert_default_sender(
+        outgoing_for(sandbox, sent["rfc822_message_id"])[0], "Rita Rep", rep.email
+    )
     assert gmail_calls(sandbox, rep.email) == []
 
 

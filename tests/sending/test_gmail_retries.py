@@ -19,9 +19,10 @@ SEND = "gmail.users.messages.send"
 
 
 def _sends(via: str, outcome: str) -> float:
-    return REGISTRY.get_sample_value(
-        "leadmail_sends_total", {"sent_via": via, "outcome": outcome}
-    ) or 0.0
+    return (
+        REGISTRY.get_sample_value("leadmail_sends_total", {"sent_via": via, "outcome": outcome})
+        or 0.0
+    )
 
 
 async def test_a_rate_limit_waits_for_the_time_named_in_the_message(

@@ -108,7 +108,9 @@ async def test_a_send_gmail_refuses_is_stored_failed_and_answered_502(
     live_service: LiveService, sandbox: RunningSandbox
 ) -> None:
     rep = await linked_rep(live_service, sandbox)
-    sandbox.fault(SEND, "failed_precondition", account=rep.email, message="Mail service not enabled")
+    sandbox.fault(
+        SEND, "failed_precondition", account=rep.email, message="Mail service not enabled"
+    )
     lead = unique("lead")
     body = {"to": [customer(sandbox)], "subject": "s", "body_text": "b"}
     key = unique("key")
@@ -121,7 +123,9 @@ async def test_a_send_gmail_refuses_is_stored_failed_and_answered_502(
     assert failure["detail"] == stored["error"]
 
     # Nothing is lost: the outbox lists it, and a retry with the key replays the answer.
-    outbox = await live_service.http.get("/v1/outbox", params={"status": "failed"}, headers=rep.headers)
+    outbox = await live_service.http.get(
+        "/v1/outbox", params={"status": "failed"}, headers=rep.headers
+    )
     assert [m["id"] for m in outbox.json()["items"]] == [stored["id"]]
     replay = problem(await send(live_service, rep, lead, body, key=key, expect=None), 502)
     assert replay["message"] == stored
