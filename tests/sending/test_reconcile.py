@@ -190,7 +190,7 @@ async def test_the_service_reconciles_in_the_background(
             "send_stale_after_seconds": 0.5,
         },
     )
-    async with start_service(settings, sandbox) as service:
+    async with start_service(settings) as service:
         rep = await linked_rep(service, sandbox)
         message_id = await _queued(sessionmaker, rep, customer(sandbox), age=timedelta(0))
         deadline = time.monotonic() + 15
