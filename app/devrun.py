@@ -1,0 +1,193 @@
+"""`make run`: the sandbox and the service wired together on SQLite, with demo data.
+
+Development secrets are generated once and kept in var/dev-secrets.json, so the
+demo database's encrypted tokens stay readable across restarts. Ctrl-C stops both
+processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+
+from app.crypto import generate_key
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+SERVICE = "http://127.0.0.1:8000"
+SANDBOX_PORT = 8025
+SANDBOX_SMTP_PORT = 8026
+SANDBOX = f"http://127.0.0.1:{SANDBOX_PORT}"
+TOPIC = "projects/sandbox-project/topics/gmail"
+REP = "rep@demo.leadmail.test"
+CUSTOMER = "customer@demo.leadmail.test"
+ORG = "demo-org"
+USER = "demo-rep"
+
+
+def dev_secrets() -> dict[str, str]:
+    path = VAR / "dev-secrets.json"
+    if path.exists():
+        stored: dict[str, str] = json.loads(path.read_text())
+        return stored
+    secrets = {
+        "API_JWT_SECRET": generate_key(),
+        "TOKEN_ENCRYPTION_KEYS": generate_key(),
+    }
+    path.write_text(json.dumps(secrets, indent=2))
+    path.chmod(0o600)
+    return secrets
+
+
+def service_env(secrets: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(secrets)
+    env.update(
+        {
+            "DATABASE_URL": f"sqlite+aiosqlite:///{VAR / 'leadmail.db'}",
+            "GOOGLE_CLIENT_ID": "sandbox-client-id",
+            "GOOGLE_CLIENT_SECRET": "sandbox-client-secret",
+            "GOOGLE_AUTH_URI": f"{SANDBOX}/o/oauth2/v2/auth",
+            "GOOGLE_TOKEN_URI": f"{SANDBOX}/token",
+            "GOOGLE_REVOKE_URI": f"{SANDBOX}/revoke",
+            "GOOGLE_CERTS_URI": f"{SANDBOX}/oauth2/v1/certs",
+            "GMAIL_API_BASE_URL": SANDBOX,
+            "OAUTH_REDIRECT_URI": f"{SERVICE}/v1/oauth/google/callback",
+            "ALLOWED_RETURN_ORIGINS": "http://localhost:3000,http://127.0.0.1:8000",
+            "PUBSUB_TOPIC": TOPIC,
+            "PUBSUB_PUSH_AUDIENCE": f"{SERVICE}/v1/webhooks/gmail",
+            "PUBSUB_PUSH_SERVICE_ACCOUNT": "gmail-push@sandbox.iam.gserviceaccount.com",
+            "DEFAULT_SMTP_URL": f"smtp://127.0.0.1:{SANDBOX_SMTP_PORT}",
+            "DEFAULT_FROM_ADDRESS": "crm@demo.leadmail.test",
+        }
+    )
+    return env
+
+
+def wait_for(url: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"make run: {url} did not come up")
+
+
+def seed_sandbox() -> None:
+    for email, name in ((REP, "Riley Rep"), (CUSTOMER, "Casey Customer")):
+        httpx.post(f"{SANDBOX}/_sandbox/accounts", json={"email": email, "name": name}, timeout=5)
+
+
+def demo_token(secret: str) -> str:
+    claims: dict[str, Any] = {
+        "sub": USER,
+        "org": ORG,
+        "email": REP,
+        "name": "Riley Rep",
+        "exp": int(time.time()) + 30 * 86400,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def banner(token: str) -> str:
+    auth = f'-H "Authorization: Bearer {token}"'
+    return f"""
+leadmail is running.
+  service   {SERVICE}   (API docs: {SERVICE}/docs)
+  sandbox   {SANDBOX}   (a local Google; SMTP on 127.0.0.1:{SANDBOX_SMTP_PORT})
+  demo org  {ORG}, user {USER}; sandbox accounts {REP} (rep) and {CUSTOMER} (customer)
+
+Bearer token (valid 30 days):
+  export TOKEN={token}
+
+1. Link the rep's Gmail: ask for a consent URL, open it in a browser and press Allow
+   (it returns to {SERVICE}/... with ?status=connected&mailbox_id=...):
+  curl -s -X POST {SERVICE}/v1/mailboxes/connect {auth} \\
+       -H 'Content-Type: application/json' -d '{{"return_url": "{SERVICE}/docs"}}'
+
+2. Send to a lead from the rep's Gmail:
+  curl -s -X POST {SERVICE}/v1/leads/lead-1/messages {auth} -H 'Content-Type: application/json' \\
+       -d '{{"to": ["{CUSTOMER}"], "subject": "Hello", "body_text": "Hi Casey!"}}'
+
+3. Let the customer reply to it, naming the rfc822_message_id that step 2 returned
+   (the sandbox pushes a notification; the reply lands on the lead within moments):
+  curl -s -X POST {SANDBOX}/_sandbox/accounts/{CUSTOMER}/reply \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"message_id": "<paste rfc822_message_id>", "text": "Thanks, sounds good."}}'
+
+4. Read the conversation on the lead:
+  curl -s {SERVICE}/v1/leads/lead-1/threads {auth}
+
+The full walkthrough is in README.md ("Try it with curl"). Ctrl-C stops both processes.
+"""
+
+
+def main() -> int:
+    VAR.mkdir(exist_ok=True)
+    secrets = dev_secrets()
+    env = service_env(secrets)
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=env, check=True
+    )
+    sandbox_cmd = [
+        sys.executable,
+        "-m",
+        "sandbox",
+        "--port",
+        str(SANDBOX_PORT),
+        "--smtp-port",
+        str(SANDBOX_SMTP_PORT),
+        "--push-endpoint",
+        f"{SERVICE}/v1/webhooks/gmail",
+        "--push-service-account",
+        "gmail-push@sandbox.iam.gserviceaccount.com",
+    ]
+    service_cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8000",
+    ]
+    processes = [
+        subprocess.Popen(sandbox_cmd, cwd=ROOT, env=env),
+        subprocess.Popen(service_cmd, cwd=ROOT, env=env),
+    ]
+    try:
+        wait_for(f"{SANDBOX}/oauth2/v1/certs")
+        wait_for(f"{SERVICE}/healthz")
+        seed_sandbox()
+        print(banner(demo_token(secrets["API_JWT_SECRET"])), flush=True)
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
