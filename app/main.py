@@ -13,8 +13,12 @@ from pydantic import ValidationError
 
 from app import health
 from app.config import Settings
+from app.crypto import TokenCipher
 from app.db import create_engine, create_sessionmaker
+from app.duties import Duties
 from app.errors import install_error_handlers
+from app.mailboxes.access import MailboxAccess
+from app.mailboxes.router import router as mailboxes_router
 from app.observability import RequestContextMiddleware, configure_logging
 from app.sync.router import router as webhook_router
 from app.sync.runtime import sync_runtime
@@ -33,10 +37,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout=httpx.Timeout(30.0, connect=10.0),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
+        app.state.mailbox_access = MailboxAccess(
+            settings,
+            app.state.http,
+            app.state.sessionmaker,
+            TokenCipher(settings.token_encryption_keys),
+        )
+        app.state.duties = Duties(settings, app.state.sessionmaker, app.state.mailbox_access)
+        if settings.background_duties:
+            app.state.duties.start()
         try:
             async with sync_runtime(app):
                 yield
         finally:
+            await app.state.duties.stop()
+            await app.state.mailbox_access.aclose()
             await app.state.http.aclose()
             await engine.dispose()
 
@@ -51,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
+    app.include_router(mailboxes_router)
     app.include_router(threads_router)
     app.include_router(webhook_router)
     return app
