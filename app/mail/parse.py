@@ -37,8 +37,8 @@ _SUPERSETS = {
     "iso-8859-9": "cp1254",
     "iso-8859-11": "cp874",
 }
-# Codecs that accept any byte sequence, so they can never tell us that they are wrong.
-_PERMISSIVE = frozenset({"ascii", "latin_1", "cp1252", "iso8859_15"})
+# Encodings whose bytes can pass for UTF-8 (or ASCII) although they mean other text.
+_DECLARED_FIRST = ("utf_16", "utf_32", "iso2022", "utf_7")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,21 +120,21 @@ def _read(raw: bytes) -> Message:
 def decode_text(data: bytes, declared_charset: str | None) -> str:
     """Bytes of a text part as a string, whatever charset was (mis)declared.
 
-    The declared charset is tried first, except where it is a single-byte one that
-    cannot fail: then valid UTF-8 wins (mail labelled latin-1 but written in UTF-8 is
-    common; the reverse reading is practically impossible). Windows-1252 stands in
-    for latin-1 and ASCII, as every browser does, and latin-1 is the last resort.
+    Valid UTF-8 wins over a declared 8-bit charset: mail labelled latin-1 but
+    written in UTF-8 is common, while text in a legacy charset is practically never
+    valid UTF-8. Then the declared charset, with windows-1252 standing in for
+    latin-1 and ASCII as every browser does; then windows-1252; latin-1 last, as it
+    decodes anything. Charsets whose bytes can look like UTF-8 (UTF-16/32, the
+    7-bit ISO-2022 and UTF-7) are tried before UTF-8.
     """
-    if data.isascii() and not _is_seven_bit_encoding(declared_charset):
-        return data.decode("ascii")
     declared = _codec_name(declared_charset)
-    attempts: list[str] = []
-    if declared is not None and declared not in _PERMISSIVE:
-        attempts.append(declared)
-    attempts.append("utf-8")
-    if declared is not None and declared in _PERMISSIVE and declared not in {"ascii", "latin_1"}:
-        attempts.append(declared)
-    attempts.append("cp1252")
+    if declared in {"ascii", "iso8859_1", "latin_1"}:
+        declared = "cp1252"
+    if data.isascii() and not (declared and declared.startswith(_DECLARED_FIRST)):
+        return data.decode("ascii")
+    attempts = ["utf-8", "cp1252"]
+    if declared is not None:
+        attempts.insert(0 if declared.startswith(_DECLARED_FIRST) else 1, declared)
     for codec in attempts:
         try:
             return data.decode(codec)
@@ -154,12 +154,6 @@ def _codec_name(charset: str | None) -> str | None:
         return None
     # codecs also knows bytes-to-bytes transforms ("base64", "zlib"): not charsets.
     return codec.name.replace("-", "_") if getattr(codec, "_is_text_encoding", True) else None
-
-
-def _is_seven_bit_encoding(charset: str | None) -> bool:
-    # These encode non-ASCII text in ASCII bytes, so ASCII input still needs decoding.
-    codec = _codec_name(charset)
-    return codec is not None and (codec.startswith("iso2022") or codec == "utf_7")
 
 
 def _header(message: Message, name: str) -> str | None:

@@ -67,7 +67,7 @@ class PushReceiver:
                 self.condition.wait(remaining)
             return list(self.requests)
 
-    def settle(self, quiet: float = 0.3) -> list[Captured]:
+    def settle(self, quiet: float = 0.25) -> list[Captured]:
         """Wait until no push has arrived for `quiet` seconds; return everything received."""
         last = -1
         while last != len(self.requests):
@@ -100,7 +100,7 @@ def push_receiver() -> Iterator[PushReceiver]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}/v1/webhooks/gmail"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield receiver
     server.shutdown()
