@@ -60,7 +60,7 @@ HISTORY_TYPES: tuple[HistoryType, ...] = (
     "labelAdded",
     "labelRemoved",
 )
-REFERENCE_HEADERS = ("Message-ID", "In-Reply-To", "References")
+REFERENCE_HEADERS = ("Message-ID", "In-Reply-To", "References", "Subject")
 
 
 class PassOutcome(enum.StrEnum):
@@ -136,6 +136,7 @@ class _Match:
 
     ours: Message
     reason: str
+    subject: str
 
 
 @dataclass(slots=True)
@@ -389,7 +390,9 @@ class MailboxSyncer:
                 direct = [row for row in ours if row.rfc822_message_id in named]
                 chosen = (direct or ours)[-1]
                 matches[message.thread_id] = _Match(
-                    chosen, "in_reply_to" if direct else "references"
+                    chosen,
+                    "in_reply_to" if direct else "references",
+                    " ".join((message.header("Subject") or "").split()),
                 )
         return matches, fetched.failures
 
@@ -413,7 +416,7 @@ class MailboxSyncer:
                 lead_id=match.ours.lead_id,
                 mailbox_id=mailbox.id,
                 gmail_thread_id=first.thread_id,
-                subject=first.header("Subject") or (ours.subject if ours else ""),
+                subject=match.subject or (ours.subject if ours else ""),
                 sent_via=None,
                 created_by=None,
                 message_count=0,
