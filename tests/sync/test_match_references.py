@@ -4,26 +4,30 @@ name one of our Message-IDs; with the switch off it is never even fetched."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.config import Settings
 from app.db import utcnow
 from app.threads.models import Direction, Message, MessageStatus, SentVia, Thread
 from sandbox.testing import RunningSandbox
 from tests.harness import LiveService
 from tests.support import unique
-from tests.sync.flows import Conversation, gmail_gets, start_conversation, wait_until
+from tests.sync.flows import (
+    Conversation,
+    gmail_gets,
+    module_service,
+    start_conversation,
+    wait_until,
+)
 
 
 @pytest.fixture(autouse=True)
-def prompt_pushes(sandbox: RunningSandbox) -> Iterator[None]:
-    sandbox.request("PUT", "/_sandbox/push", {"min_interval": 0.0})
+def clear_faults(sandbox: RunningSandbox) -> Iterator[None]:
     yield
-    sandbox.request("PUT", "/_sandbox/push", {"min_interval": 1.0})
+    sandbox.clear_faults()
 
 
 def metadata_gets(sandbox: RunningSandbox, gmail_message_id: str) -> list[dict[str, Any]]:
@@ -42,11 +46,19 @@ def changed_subject_reply(talk: Conversation) -> dict[str, Any]:
 
 
 class TestSwitchOff:
-    @pytest.fixture
-    def live_settings(self, live_settings: Settings) -> Settings:
-        return live_settings.model_copy(
-            update={"background_duties": True, "sync_poll_interval_seconds": 0.2}
-        )
+    @pytest.fixture(scope="class")
+    @classmethod
+    async def live_service(
+        cls, sandbox: RunningSandbox, database_url: str, fernet_key: str
+    ) -> AsyncIterator[LiveService]:
+        async with module_service(
+            sandbox,
+            database_url,
+            fernet_key,
+            background_duties=True,
+            sync_poll_interval_seconds=0.2,
+        ) as service:
+            yield service
 
     async def test_reply_in_a_new_gmail_thread_is_never_fetched(
         self, live_service: LiveService, sandbox: RunningSandbox
@@ -61,15 +73,20 @@ class TestSwitchOff:
 
 
 class TestSwitchOn:
-    @pytest.fixture
-    def live_settings(self, live_settings: Settings) -> Settings:
-        return live_settings.model_copy(
-            update={
-                "background_duties": True,
-                "sync_poll_interval_seconds": 0.2,
-                "match_replies_by_references": True,
-            }
-        )
+    @pytest.fixture(scope="class")
+    @classmethod
+    async def live_service(
+        cls, sandbox: RunningSandbox, database_url: str, fernet_key: str
+    ) -> AsyncIterator[LiveService]:
+        async with module_service(
+            sandbox,
+            database_url,
+            fernet_key,
+            background_duties=True,
+            sync_poll_interval_seconds=0.2,
+            match_replies_by_references=True,
+        ) as service:
+            yield service
 
     async def test_changed_subject_reply_joins_the_lead(
         self, live_service: LiveService, sandbox: RunningSandbox

@@ -4,7 +4,7 @@ against the sandbox's faults, with pushes recorded by the real webhook."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,14 +15,26 @@ from app.sync.engine import SyncRun
 from app.sync.service import PassOutcome
 from sandbox.testing import RunningSandbox
 from tests.harness import LiveService
-from tests.sync.flows import Conversation, gmail_gets, start_conversation, wait_until
+from tests.sync.flows import (
+    Conversation,
+    gmail_gets,
+    module_service,
+    start_conversation,
+    wait_until,
+)
+
+
+@pytest.fixture(scope="module")
+async def live_service(
+    sandbox: RunningSandbox, database_url: str, fernet_key: str
+) -> AsyncIterator[LiveService]:
+    async with module_service(sandbox, database_url, fernet_key) as service:
+        yield service
 
 
 @pytest.fixture(autouse=True)
-def prompt_pushes(sandbox: RunningSandbox) -> Iterator[None]:
-    sandbox.request("PUT", "/_sandbox/push", {"min_interval": 0.0})
+def clear_faults(sandbox: RunningSandbox) -> Iterator[None]:
     yield
-    sandbox.request("PUT", "/_sandbox/push", {"min_interval": 1.0})
     sandbox.clear_faults()
 
 
