@@ -20,7 +20,12 @@ from app.errors import install_error_handlers
 from app.mailboxes.access import MailboxAccess
 from app.mailboxes.router import router as mailboxes_router
 from app.observability import RequestContextMiddleware, configure_logging
+from app.sending.lifespan import sending_lifespan
+from app.sending.router import router as sending_router
+from app.sync.router import router as webhook_router
+from app.sync.runtime import sync_runtime
 from app.templates.router import router as templates_router
+from app.threads.router import router as threads_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,7 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.background_duties:
             app.state.duties.start()
         try:
-            yield
+            async with sync_runtime(app), sending_lifespan(app):
+                yield
         finally:
             await app.state.duties.stop()
             await app.state.mailbox_access.aclose()
@@ -63,8 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
-    app.include_router(templates_router)
     app.include_router(mailboxes_router)
+    app.include_router(templates_router)
+    app.include_router(sending_router)
+    app.include_router(threads_router)
+    app.include_router(webhook_router)
     return app
 
 
