@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     duty_interval_seconds: float = 30.0
     sync_poll_interval_seconds: float = 2.0
     log_level: str = "INFO"
+    # Sending: Gmail 429/403-rate-limit/5xx on send are retried up to `send_max_attempts`
+    # times in all, waiting at most `send_retry_budget_seconds` in total (a Retry-After
+    # further out than that fails the send at once); a row still `queued` after
+    # `send_stale_after_seconds` was interrupted and is reconciled against Gmail.
+    send_max_attempts: int = Field(default=4, ge=1)
+    send_retry_base_seconds: float = Field(default=1.0, ge=0)
+    send_retry_budget_seconds: float = Field(default=20.0, ge=0)
+    send_stale_after_seconds: float = Field(default=300.0, gt=0)
+    send_reconcile_interval_seconds: float = Field(default=60.0, gt=0)
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
 
     @field_validator("token_encryption_keys", mode="before")
     @classmethod

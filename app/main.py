@@ -13,9 +13,19 @@ from pydantic import ValidationError
 
 from app import health
 from app.config import Settings
+from app.crypto import TokenCipher
 from app.db import create_engine, create_sessionmaker
+from app.duties import Duties
 from app.errors import install_error_handlers
+from app.mailboxes.access import MailboxAccess
+from app.mailboxes.router import router as mailboxes_router
 from app.observability import RequestContextMiddleware, configure_logging
+from app.sending.lifespan import sending_lifespan
+from app.sending.router import router as sending_router
+from app.sync.router import router as webhook_router
+from app.sync.runtime import sync_runtime
+from app.templates.router import router as templates_router
+from app.threads.router import router as threads_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -30,9 +40,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout=httpx.Timeout(30.0, connect=10.0),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
+        app.state.mailbox_access = MailboxAccess(
+            settings,
+            app.state.http,
+            app.state.sessionmaker,
+            TokenCipher(settings.token_encryption_keys),
+        )
+        app.state.duties = Duties(settings, app.state.sessionmaker, app.state.mailbox_access)
+        if settings.background_duties:
+            app.state.duties.start()
         try:
-            yield
+            async with sync_runtime(app), sending_lifespan(app):
+                yield
         finally:
+            await app.state.duties.stop()
+            await app.state.mailbox_access.aclose()
             await app.state.http.aclose()
             await engine.dispose()
 
@@ -47,6 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
+    app.include_router(mailboxes_router)
+    app.include_router(templates_router)
+    app.include_router(sending_router)
+    app.include_router(threads_router)
+    app.include_router(webhook_router)
     return app
 
 

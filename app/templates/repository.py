@@ -13,9 +13,10 @@ class TemplateRepository:
         self.session = session
 
     async def get(self, org_id: str, template_id: str) -> Template | None:
-        return await self.session.scalar(
+        result = await self.session.scalars(
             select(Template).where(Template.org_id == org_id, Template.id == template_id)
         )
+        return result.first()
 
     async def list(
         self, org_id: str, limit: int, after: tuple[datetime, str] | None
