@@ -225,7 +225,7 @@ class PullSubscriber:
             message.nack()
             raise
         except Exception as exc:
-            PUSHES.labels(outcome="nacked").inc()
+            PUSHES.labels(outcome="unavailable").inc()
             logger.warning(
                 "pubsub.pull.intake_failed",
                 extra={

@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 
 from app.pubsub.clients import publisher_client, subscriber_client
+from tests.harness import live_service, live_settings, sandbox
 from tests.pubsub.emulator import EmulatorUnavailable, run_emulator
 from tests.support import unique
+
+__all__ = ["live_service", "live_settings", "sandbox"]  # the e2e harness's fixtures
 
 
 @pytest.fixture(scope="session")

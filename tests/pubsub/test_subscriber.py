@@ -127,7 +127,7 @@ async def test_a_failed_intake_nacks_and_the_notification_comes_back(
         return attempt == 1
 
     intake.fail = fail_first_attempt
-    nacked = pushes("nacked")
+    unavailable = pushes("unavailable")
 
     publish(publisher, topic, notification_bytes("rep@acme.test", 10))
     await intake.wait_for(lambda: len(intake.taken) == 1)
@@ -135,7 +135,7 @@ async def test_a_failed_intake_nacks_and_the_notification_comes_back(
 
     assert intake.emails(intake.seen) == ["rep@acme.test", "rep@acme.test"]
     assert intake.emails(intake.taken) == ["rep@acme.test"]
-    assert pushes("nacked") == nacked + 1
+    assert pushes("unavailable") == unavailable + 1
 
 
 async def test_an_intake_that_hangs_is_nacked_after_its_timeout(
