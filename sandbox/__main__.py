@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 import uvicorn
@@ -38,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     server = uvicorn.Server(
         uvicorn.Config(app, log_level=config.log_level, lifespan="on", access_log=False)
     )
-    asyncio.run(server.serve(sockets=[http_socket]))
+    # uvicorn re-raises the signal after its graceful shutdown; Ctrl-C is a normal exit.
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(server.serve(sockets=[http_socket]))
     return 0
 
 

@@ -122,6 +122,9 @@ def gmail_endpoint(method: str, handler: Handler) -> Callable[[Request], Awaitab
     async def endpoint(request: Request) -> Response:
         request.state.gmail_method = method
         sandbox: Sandbox = request.app.state.sandbox
+        # Read the body before taking the lock (Starlette caches it), so a slow upload never
+        # holds up other mailboxes.
+        await request.body()
         try:
             async with sandbox.lock:
                 caller = _authorize(sandbox, request, method)

@@ -12,7 +12,7 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode
 
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -45,7 +45,8 @@ async def read_form(request: Request) -> FormData:
     """An application/x-www-form-urlencoded body (all Google's endpoints take), without needing
     python-multipart."""
     body = (await request.body()).decode("utf-8", errors="replace")
-    return FormData(parse_qsl(body, keep_blank_values=True))
+    pairs: list[tuple[str, str | UploadFile]] = list(parse_qsl(body, keep_blank_values=True))
+    return FormData(pairs)
 
 
 class _ConsentError(Exception):

@@ -202,11 +202,12 @@ def test_12_send_by_media_upload_and_multipart(google: RunningSandbox) -> None:
     calls = google.calls("gmail.users.messages.send")
     assert calls[-1]["path"] == "/upload/gmail/v1/users/me/messages/send"
     assert "uploadType=media" in calls[-1]["query"]
+    parent = _msgid(gmail, first["id"])
     reply = simple_mail(
         email,
         "b@external.test",
         "Re: Upload",
-        extra=f"In-Reply-To: {_msgid(gmail, first['id'])}\r\nReferences: {_msgid(gmail, first['id'])}\r\n",
+        extra=f"In-Reply-To: {parent}\r\nReferences: {parent}\r\n",
     )
     second = (
         gmail.users()
@@ -403,7 +404,7 @@ def test_14_threads_get_oldest_first_in_three_formats(google: RunningSandbox) ->
     google.customer_reply(lead, message_id=_msgid(gmail, sent["id"]), text="Sure, Tuesday.")
     threads = gmail.users().threads()
     full = threads.get(userId="me", id=sent["threadId"]).execute()
-    assert [m["id"] for m in full["messages"]][0] == sent["id"]
+    assert full["messages"][0]["id"] == sent["id"]
     assert len(full["messages"]) == 2
     assert full["messages"][1]["labelIds"] == ["INBOX", "UNREAD"]
     assert "payload" in full["messages"][1]
@@ -444,7 +445,7 @@ def test_15_history_list_records_and_filters(google: RunningSandbox) -> None:
         userId="me", startHistoryId=start, historyTypes=["messageAdded"], labelId="INBOX"
     ).execute()
     assert [r["messagesAdded"][0]["message"]["id"] for r in added["history"]] == [inbound]
-    removed = [r for r in page["history"] if "labelsRemoved" in r][0]["labelsRemoved"][0]
+    removed = next(r for r in page["history"] if "labelsRemoved" in r)["labelsRemoved"][0]
     assert removed["labelIds"] == ["UNREAD"]
 
 

@@ -24,9 +24,15 @@ def _raw(google: RunningSandbox, email: str, gmail_id: str) -> Any:
     return message_from_string(text, policy=policy.default)
 
 
-def _outbound(google: RunningSandbox, gmail: Any, rep: str, lead: str) -> tuple[dict[str, Any], str]:
+def _outbound(
+    google: RunningSandbox, gmail: Any, rep: str, lead: str
+) -> tuple[dict[str, Any], str]:
     mail = simple_mail(
-        rep, lead, "Your quote", "Hi Lee,\nhere is the quote.", extra="Message-ID: <q1@crm.test>\r\n"
+        rep,
+        lead,
+        "Your quote",
+        "Hi Lee,\nhere is the quote.",
+        extra="Message-ID: <q1@crm.test>\r\n",
     )
     sent = gmail.users().messages().send(userId="me", body={"raw": raw_of(mail)}).execute()
     return sent, "<q1@crm.test>"
@@ -95,7 +101,9 @@ def test_rep_reply_in_gmail_stays_in_reps_thread(google: RunningSandbox) -> None
     sent, _ = _outbound(google, gmail, rep, lead)
     result = google.rep_reply_in_gmail(rep, thread_id=sent["threadId"], text="Any news?")
     assert result["sent"]["threadId"] == sent["threadId"]
-    thread = gmail.users().threads().get(userId="me", id=sent["threadId"], format="minimal").execute()
+    thread = (
+        gmail.users().threads().get(userId="me", id=sent["threadId"], format="minimal").execute()
+    )
     assert [m["labelIds"] for m in thread["messages"]] == [["SENT"], ["SENT"]]
     (lead_copy,) = [d for d in result["delivered"] if d["email"] == lead]
     assert lead_copy["threadId"] == google.messages(lead)[0]["threadId"]
@@ -116,7 +124,10 @@ def test_reply_with_attachment_and_raw_insert(google: RunningSandbox) -> None:
     lead = google.create_account(unique_email("lead"))
     _, message_id = _outbound(google, gmail, rep, lead)
     result = google.customer_reply(
-        lead, message_id=message_id, text="Signed.", attachments=[("s.pdf", "application/pdf", b"%PDF")]
+        lead,
+        message_id=message_id,
+        text="Signed.",
+        attachments=[("s.pdf", "application/pdf", b"%PDF")],
     )
     got = gmail.users().messages().get(userId="me", id=result["delivered"][0]["id"]).execute()
     assert got["payload"]["parts"][1]["filename"] == "s.pdf"

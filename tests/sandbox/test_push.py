@@ -199,7 +199,8 @@ def test_17_label_filter_include(google: RunningSandbox, push_receiver: PushRece
     email = google.create_account(unique_email("rep"))
     gmail = gmail_service(google, google.grant(email, ["gmail.modify"]))
     gmail.users().watch(
-        userId="me", body={"topicName": google.topic(), "labelIds": ["INBOX"], "labelFilterBehavior": "INCLUDE"}
+        userId="me",
+        body={"topicName": google.topic(), "labelIds": ["INBOX"], "labelFilterBehavior": "INCLUDE"},
     ).execute()
     push_receiver.wait_for(1)
     google.advance_clock(2)
