@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db import session_scope, utcnow
 from app.google import GmailSession, GoogleError, RateLimited, Unavailable
-from app.mail.addresses import parse_address
+from app.mail.addresses import MailInputError, parse_address
 from app.mail.compose import build_message, to_bytes
 from app.mail.conversation import parse_message_ids
 from app.mailboxes.access import MailboxAccess, MailboxDisconnected
@@ -82,13 +82,18 @@ def delivery_for(state: Any) -> Delivery:
 def default_sender_from(settings: Settings) -> DefaultSender | None:
     """The configured default sender, or None when either of its settings is missing.
 
-    Raises ValueError for a malformed `DEFAULT_SMTP_URL` (call it at startup).
+    Raises ValueError for a malformed `DEFAULT_SMTP_URL` or `DEFAULT_FROM_ADDRESS`
+    (call it at startup).
     """
     if not settings.default_smtp_url or not settings.default_from_address:
         return None
+    try:
+        from_address = parse_address("DEFAULT_FROM_ADDRESS", settings.default_from_address)
+    except MailInputError as exc:
+        raise ValueError(str(exc)) from exc
     return DefaultSender(
         settings.default_smtp_url,
-        settings.default_from_address,
+        from_address.address,
         timeout=settings.smtp_timeout_seconds,
     )
 

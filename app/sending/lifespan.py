@@ -3,6 +3,7 @@ once at startup, and the periodic reconciliation of interrupted sends."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -13,12 +14,19 @@ from app.config import Settings
 from app.sending.delivery import Delivery, default_sender_from, delivery_for
 from app.sending.reconcile import reconciler_running
 
+logger = logging.getLogger("leadmail.sending")
+
 
 @asynccontextmanager
 async def sending_lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    # A malformed DEFAULT_SMTP_URL stops the start instead of failing every fallback.
-    app.state.default_sender = default_sender_from(settings)
+    try:
+        app.state.default_sender = default_sender_from(settings)
+    except ValueError as exc:
+        # Loud, but not fatal: Gmail sends work without it; a send that needs the
+        # default sender fails (stored, 502) saying none is configured.
+        logger.error("sending.default_sender.misconfigured", extra={"error": str(exc)})
+        app.state.default_sender = None
     if not settings.background_duties:
         yield
         return

@@ -39,17 +39,21 @@ _SEND_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def send_message(
     lead_id: Annotated[str, Path(min_length=1, max_length=255)],
     body: SendRequest,
-    request: Request,
     response: Response,
     session: SessionDep,
     principal: PrincipalDep,
     delivery: DeliveryDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> MessageOut:
-    settings = request.app.state.settings
+    default_from = delivery.default_sender.from_address if delivery.default_sender else None
     try:
         queued = await service.queue_message(
-            session, settings, principal, lead_id, body, idempotency_key=idempotency_key
+            session,
+            principal,
+            lead_id,
+            body,
+            default_from=default_from,
+            idempotency_key=idempotency_key,
         )
         # The transaction edge of phase one, here rather than after the response: the
         # queued row must be durable before anything goes out, so a crash in the
@@ -61,7 +65,12 @@ async def send_message(
         # A concurrent request with the same key committed first: answer as its retry.
         await session.rollback()
         queued = await service.queue_message(
-            session, settings, principal, lead_id, body, idempotency_key=idempotency_key
+            session,
+            principal,
+            lead_id,
+            body,
+            default_from=default_from,
+            idempotency_key=idempotency_key,
         )
         if not queued.replayed:
             raise

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal
-from app.config import Settings
 from app.db import utcnow
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.mail.addresses import MailInputError, parse_address
@@ -39,8 +38,10 @@ from app.threads.models import Direction, Message, MessageStatus, SentVia, Threa
 __all__ = ["Queued", "list_outbox", "queue_message", "request_fingerprint"]
 
 # Used only when no From address is known at all; the send then fails for want of a
-# sender, but its row still needs a well-formed Message-ID.
+# sender, but its row still needs a well-formed Message-ID, and the request's own
+# parts still need checking against some valid From.
 _FALLBACK_ID_DOMAIN = "leadmail.invalid"
+_PLACEHOLDER_FROM = "sender@example.com"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +75,15 @@ def request_fingerprint(principal: Principal, lead_id: str, request: SendRequest
 
 async def queue_message(
     session: AsyncSession,
-    settings: Settings,
     principal: Principal,
     lead_id: str,
     request: SendRequest,
     *,
+    default_from: str | None,
     idempotency_key: str | None = None,
 ) -> Queued:
+    """Validate and add the `queued` row (flush only); `default_from` is the default
+    sender's address, None when there is none."""
     repository = SendingRepository(session)
     fingerprint = request_fingerprint(principal, lead_id, request)
     if idempotency_key is not None:
@@ -104,7 +107,7 @@ async def queue_message(
         from_address: str | None = mailbox.email_address
         route = SentVia.GMAIL
     else:
-        from_address = settings.default_from_address
+        from_address = default_from
         route = SentVia.DEFAULT
     # Replies to a default-sender mail go to the rep: their Gmail address if they ever
     # linked one (that is what sync watches), else the address in their token.
@@ -279,7 +282,7 @@ def _check_composable(message: Message) -> None:
     """Build the MIME once now, so that anything unsendable is a 422 and not a failed row."""
     try:
         build_message(
-            from_address=message.from_address or f"nobody@{_FALLBACK_ID_DOMAIN}",
+            from_address=message.from_address or _PLACEHOLDER_FROM,
             from_name=message.from_name,
             to=message.to,
             cc=message.cc,

@@ -11,6 +11,7 @@ from app.errors import InvalidInput, NotFound
 from app.mail.render import (
     RenderedTemplate,
     TemplateError,
+    TemplateVariableMissing,
     render_template,
     validate_template,
 )
@@ -24,7 +25,7 @@ def _check_syntax(subject: str, body_text: str | None, body_html: str | None) ->
     try:
         validate_template(subject, body_text, body_html)
     except TemplateError as exc:
-        raise InvalidInput(str(exc)) from exc
+        raise _invalid(exc) from exc
 
 
 async def get_template(session: AsyncSession, principal: Principal, template_id: str) -> Template:
@@ -84,7 +85,16 @@ async def delete_template(session: AsyncSession, principal: Principal, template_
 
 
 def render(template: Template, variables: dict[str, Any]) -> RenderedTemplate:
+    """Render in the sandbox; a missing variable or a forbidden access is a 422."""
     try:
         return render_template(template.subject, template.body_text, template.body_html, variables)
     except TemplateError as exc:
-        raise InvalidInput(str(exc)) from exc
+        raise _invalid(exc) from exc
+
+
+def _invalid(exc: TemplateError) -> InvalidInput:
+    # The problem body names the part (and the variable) so a client can point at it.
+    extra: dict[str, Any] = {"field": exc.field}
+    if isinstance(exc, TemplateVariableMissing):
+        extra["variable"] = exc.name
+    return InvalidInput(str(exc), extra=extra)

@@ -63,9 +63,7 @@ async def test_plain_smtp_delivers_to_every_envelope_recipient() -> None:
     with smtp_relay() as (relay, port):
         sender = DefaultSender(f"smtp://127.0.0.1:{port}", FROM)
         message = _message(bcc=["hidden@customer.example"])
-        refused = await sender.send(
-            message, ["lead@customer.example", "hidden@customer.example"]
-        )
+        refused = await sender.send(message, ["lead@customer.example", "hidden@customer.example"])
     assert refused == {}
     [got] = relay.received
     assert got.mail_from == FROM
