@@ -162,6 +162,8 @@ class SyncEngine:
             report = await self.syncer.run_pass(mailbox, self._attempts.get(mailbox.id, 0))
             SYNC_PASSES.labels(report.outcome.value).inc()
             run.passes.append(report)
+            if report.outcome is PassOutcome.DISCONNECTED:
+                return
             if report.outcome in (PassOutcome.FAILED, PassOutcome.PARTIAL):
                 self._attempts[mailbox.id] = self._attempts.get(mailbox.id, 0) + 1
                 return

@@ -41,6 +41,7 @@ from app.google import (
     RateLimited,
 )
 from app.mail import parse_message_ids
+from app.mailboxes.access import MailboxDisconnected
 from app.mailboxes.models import Mailbox
 from app.metrics import RECOVERED_MESSAGES
 from app.sync.access import GmailAccess
@@ -70,6 +71,7 @@ class PassOutcome(enum.StrEnum):
     RECOVERED = "recovered"  # history was gone; known threads re-read
     INITIALIZED = "initialized"  # no cursor yet: took one from getProfile
     FAILED = "failed"  # nothing done; retry later
+    DISCONNECTED = "disconnected"  # the grant is gone: nothing to do until relinked
 
 
 @dataclass(slots=True)
@@ -171,6 +173,17 @@ class MailboxSyncer:
         return timedelta(seconds=base * random.uniform(0.8, 1.2))
 
     async def run_pass(self, mailbox: Mailbox, attempt: int = 0) -> PassReport:
+        """One pass; never raises for Google's answers (they become the report)."""
+        try:
+            return await self._run_pass(mailbox, attempt)
+        except MailboxDisconnected as exc:
+            logger.warning(
+                "gmail.sync.mailbox_disconnected",
+                extra={"mailbox_id": mailbox.id, "reason": exc.reason},
+            )
+            return PassReport(PassOutcome.DISCONNECTED, error=exc.reason)
+
+    async def _run_pass(self, mailbox: Mailbox, attempt: int) -> PassReport:
         if mailbox.history_cursor is None:
             return await self._initialize(mailbox, attempt)
         start = mailbox.history_cursor

@@ -1,13 +1,5 @@
-from __future__ import annotations
+"""The e2e harness (sandbox + live service); see tests/harness.py."""
 
-from collections.abc import Iterator
+from tests.harness import live_service, live_settings, sandbox
 
-import pytest
-
-from sandbox.testing import RunningSandbox, run_sandbox
-
-
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[RunningSandbox]:
-    with run_sandbox(auto_consent=True) as google:
-        yield google
+__all__ = ["live_service", "live_settings", "sandbox"]
