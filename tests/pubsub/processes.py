@@ -36,7 +36,7 @@ class ServiceProcess:
                 "--port",
                 str(port),
                 "--log-level",
-                "warning",
+                "info",
             ],
             cwd=ROOT,
             env=env,

@@ -8,23 +8,25 @@ import os
 import re
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import is_sqlite
+from app.db import create_engine, create_sessionmaker
 from app.pubsub.provisioning import SetupSpec, SubscriptionSpec, provision
 from app.threads.models import Direction, Message
 from sandbox.testing import RunningSandbox
+from tests.conftest import BACKEND, empty_database, run_alembic
 from tests.harness import RETURN_ORIGIN, RETURN_URL, consent, start_sandbox, unique_email
 from tests.pubsub.processes import ServiceProcess, run_services
 from tests.support import JWT_SECRET, bearer, free_port, unique
 from tests.sync.flows import wait_until
 
-pytestmark = pytest.mark.e2e
+# Marked `db` by hand: it makes a database of its own, so it runs in the PostgreSQL pass.
+pytestmark = [pytest.mark.e2e, pytest.mark.db]
 CONVERSATIONS = 4
 _PUSH_SAMPLE = re.compile(r'^leadmail_pushes_total\{outcome="([a-z_]+)"\} ([0-9.e+]+)$', re.M)
 
@@ -33,6 +35,17 @@ _PUSH_SAMPLE = re.compile(r'^leadmail_pushes_total\{outcome="([a-z_]+)"\} ([0-9.
 def sandbox(pubsub_emulator: str) -> Iterator[RunningSandbox]:
     with start_sandbox(pubsub_emulator_host=pubsub_emulator, push_min_interval=0.0) as google:
         yield google
+
+
+@pytest.fixture
+def replica_database(tmp_path: Path) -> Iterator[str]:
+    """A database of this test's own: the replicas' background sync must not meet the
+    half-made mailboxes other tests leave in the shared one."""
+    if BACKEND != "postgres":
+        pytest.skip("replicas need PostgreSQL: this runs in the PostgreSQL pass")
+    with empty_database(tmp_path) as url:
+        run_alembic(url, "upgrade", "head")
+        yield url
 
 
 def replica_env(
@@ -95,16 +108,13 @@ def pushes_taken(service: ServiceProcess) -> float:
 
 
 async def test_two_replicas_share_one_subscription_and_store_each_reply_once(
+    replica_database: str,
     sandbox: RunningSandbox,
-    database_url: str,
     fernet_key: str,
-    sessionmaker: async_sessionmaker[AsyncSession],
     pubsub_emulator: str,
     publisher: Any,
     subscriber: Any,
 ) -> None:
-    if is_sqlite(database_url):
-        pytest.skip("replicas need PostgreSQL: this runs in the PostgreSQL pass")
     topic = sandbox.topic(unique("gmail"))
     subscription = topic.replace("/topics/", "/subscriptions/")
     provision(
@@ -120,7 +130,7 @@ async def test_two_replicas_share_one_subscription_and_store_each_reply_once(
             replica_env(
                 sandbox,
                 port=port,
-                database_url=database_url,
+                database_url=replica_database,
                 fernet_key=fernet_key,
                 topic=topic,
                 subscription=subscription,
@@ -157,9 +167,11 @@ async def test_two_replicas_share_one_subscription_and_store_each_reply_once(
             log = replica.output()
             assert "pubsub.pull.stopped" in log, log[-4000:]  # the lifespan shut it down
             assert "Traceback" not in log, log[-4000:]
+            assert "Application shutdown complete." in log, log[-4000:]
 
     reply_ids = [talk["reply"]["delivered"][0]["id"] for talk in talks]
-    async with sessionmaker() as session:
+    engine = create_engine(replica_database)
+    async with create_sessionmaker(engine)() as session:
         rows = await session.execute(
             select(Message.gmail_message_id, func.count())
             .where(Message.gmail_message_id.in_(reply_ids))
@@ -172,6 +184,7 @@ async def test_two_replicas_share_one_subscription_and_store_each_reply_once(
             .where(Message.thread_id.in_([t["thread_id"] for t in talks]))
             .where(Message.direction == Direction.INBOUND)
         )
+    await engine.dispose()
     assert copies == {reply_id: 1 for reply_id in reply_ids}
     assert inbound == CONVERSATIONS
     assert all(count > 0 for count in taken), f"one replica took nothing: {taken}"
