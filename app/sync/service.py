@@ -60,7 +60,7 @@ HISTORY_TYPES: tuple[HistoryType, ...] = (
     "labelAdded",
     "labelRemoved",
 )
-REFERENCE_HEADERS = ("Message-ID", "In-Reply-To", "References")
+REFERENCE_HEADERS = ("Message-ID", "In-Reply-To", "References", "Subject")
 
 
 class PassOutcome(enum.StrEnum):
@@ -136,6 +136,7 @@ class _Match:
 
     ours: Message
     reason: str
+    subject: str
 
 
 @dataclass(slots=True)
@@ -181,7 +182,19 @@ class MailboxSyncer:
                 "gmail.sync.mailbox_disconnected",
                 extra={"mailbox_id": mailbox.id, "reason": exc.reason},
             )
-            return PassReport(PassOutcome.DISCONNECTED, error=exc.reason)
+            # Normally the mailbox is now disconnected and never due again; should the
+            # row still say active, it must not be retried at every poll.
+            retry_at = utcnow() + self._max_backoff
+            async with session_scope(self._sessionmaker) as session:
+                await SyncStateRepository(session).save_progress(
+                    mailbox.id,
+                    cursor=mailbox.history_cursor or 0,
+                    done=False,
+                    now=utcnow(),
+                    retry_at=retry_at,
+                    error=exc.reason[:2000],
+                )
+            return PassReport(PassOutcome.DISCONNECTED, retry_at=retry_at, error=exc.reason)
 
     async def _run_pass(self, mailbox: Mailbox, attempt: int) -> PassReport:
         if mailbox.history_cursor is None:
@@ -389,7 +402,9 @@ class MailboxSyncer:
                 direct = [row for row in ours if row.rfc822_message_id in named]
                 chosen = (direct or ours)[-1]
                 matches[message.thread_id] = _Match(
-                    chosen, "in_reply_to" if direct else "references"
+                    chosen,
+                    "in_reply_to" if direct else "references",
+                    " ".join((message.header("Subject") or "").split()),
                 )
         return matches, fetched.failures
 
@@ -413,7 +428,7 @@ class MailboxSyncer:
                 lead_id=match.ours.lead_id,
                 mailbox_id=mailbox.id,
                 gmail_thread_id=first.thread_id,
-                subject=first.header("Subject") or (ours.subject if ours else ""),
+                subject=match.subject or (ours.subject if ours else ""),
                 sent_via=None,
                 created_by=None,
                 message_count=0,

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sandbox.testing import RunningSandbox
-from tests.harness import LiveService, link_mailbox, unique_email
+from tests.harness import LiveService, link_mailbox, service_settings, start_service, unique_email
 from tests.support import bearer, unique
 
 T = TypeVar("T")
@@ -126,3 +127,21 @@ def gmail_gets(sandbox: RunningSandbox, gmail_message_id: str) -> list[dict[str,
         for call in sandbox.calls("gmail.users.messages.get")
         if call["path"].rstrip("/").endswith(f"/messages/{gmail_message_id}")
     ]
+
+
+@asynccontextmanager
+async def module_service(
+    sandbox: RunningSandbox, database_url: str, fernet_key: str, **overrides: Any
+) -> AsyncIterator[LiveService]:
+    """One live service shared by a module's tests (each test links mailboxes of its
+    own), with every change pushed at once (Gmail's one-per-second drop is off)."""
+    settings = service_settings(
+        sandbox, database_url=database_url, token_encryption_keys=fernet_key, **overrides
+    )
+    sandbox.request("PUT", "/_sandbox/push", {"min_interval": 0.0})
+    try:
+        async with start_service(settings, sandbox) as service:
+            yield service
+    finally:
+        sandbox.request("PUT", "/_sandbox/push", {"min_interval": 1.0})
+        sandbox.clear_faults()

@@ -4,7 +4,7 @@ against the sandbox's faults, with pushes recorded by the real webhook."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,14 +15,26 @@ from app.sync.engine import SyncRun
 from app.sync.service import PassOutcome
 from sandbox.testing import RunningSandbox
 from tests.harness import LiveService
-from tests.sync.flows import Conversation, gmail_gets, start_conversation, wait_until
+from tests.sync.flows import (
+    Conversation,
+    gmail_gets,
+    module_service,
+    start_conversation,
+    wait_until,
+)
+
+
+@pytest.fixture(scope="module")
+async def live_service(
+    sandbox: RunningSandbox, database_url: str, fernet_key: str
+) -> AsyncIterator[LiveService]:
+    async with module_service(sandbox, database_url, fernet_key) as service:
+        yield service
 
 
 @pytest.fixture(autouse=True)
-def prompt_pushes(sandbox: RunningSandbox) -> Iterator[None]:
-    sandbox.request("PUT", "/_sandbox/push", {"min_interval": 0.0})
+def clear_faults(sandbox: RunningSandbox) -> Iterator[None]:
     yield
-    sandbox.request("PUT", "/_sandbox/push", {"min_interval": 1.0})
     sandbox.clear_faults()
 
 
@@ -129,7 +141,7 @@ async def test_rate_limit_on_history_backs_off_until_the_stated_time(
     cursor = (await load(sessionmaker, talk.mailbox_id)).history_cursor
     _, history_id = await reply_and_wait_for_push(talk, sessionmaker, "Rate limited?")
     sandbox.fault(
-        "gmail.users.history.list", "rate_limit", account=talk.rep, retry_after=2, status=status
+        "gmail.users.history.list", "rate_limit", account=talk.rep, retry_after=1, status=status
     )
 
     run = await sync_now(live_service, talk.mailbox_id)
@@ -138,7 +150,7 @@ async def test_rate_limit_on_history_backs_off_until_the_stated_time(
     mailbox = await load(sessionmaker, talk.mailbox_id)
     assert mailbox.history_cursor == cursor
     assert mailbox.sync_retry_at is not None
-    assert (mailbox.sync_retry_at - utcnow()).total_seconds() > 1.0  # Gmail said 2 s
+    assert (mailbox.sync_retry_at - utcnow()).total_seconds() > 0.5  # Gmail said 1 s
     assert "RateLimited" in (mailbox.sync_error or "")
     early = await sync_now(live_service, talk.mailbox_id)
     assert early.passes == []  # not before the stated time

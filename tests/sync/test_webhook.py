@@ -21,15 +21,14 @@ from app.db import is_sqlite
 from app.mailboxes.models import MailboxStatus
 from app.main import create_app
 from sandbox.testing import RunningSandbox
-from tests.support import unique
+from tests.support import JWT_SECRET, unique
 from tests.sync.factories import load_mailbox, make_mailbox, push_envelope
 
 AUDIENCE = "https://leadmail.test/v1/webhooks/gmail"
 PATH = "/v1/webhooks/gmail"
 
 
-@pytest.fixture
-def settings(settings: Settings, sandbox: RunningSandbox) -> Settings:
+def webhook_settings(settings: Settings, sandbox: RunningSandbox) -> Settings:
     return settings.model_copy(
         update={
             "google_certs_uri": sandbox.certs_uri,
@@ -37,6 +36,29 @@ def settings(settings: Settings, sandbox: RunningSandbox) -> Settings:
             "pubsub_push_service_account": sandbox.config.push_service_account,
         }
     )
+
+
+@pytest.fixture
+def settings(settings: Settings, sandbox: RunningSandbox) -> Settings:
+    return webhook_settings(settings, sandbox)
+
+
+@pytest.fixture(scope="module")
+async def webhook(
+    database_url: str, fernet_key: str, sandbox: RunningSandbox
+) -> AsyncIterator[httpx.AsyncClient]:
+    """One service for the module's tests (each uses mailboxes of its own)."""
+    base = Settings(
+        database_url=database_url,
+        api_jwt_secret=JWT_SECRET,
+        token_encryption_keys=fernet_key,
+        background_duties=False,
+    )
+    application = create_app(webhook_settings(base, sandbox))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://leadmail.test") as http:
+            yield http
 
 
 @pytest.fixture
@@ -49,12 +71,14 @@ def pushes(outcome: str) -> float:
 
 
 async def test_genuine_push_marks_the_mailbox_for_sync(
-    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], auth: dict[str, str]
+    webhook: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], auth: dict[str, str]
 ) -> None:
     mailbox = await make_mailbox(sessionmaker, cursor=100)
     before = pushes("recorded")
 
-    response = await client.post(PATH, json=push_envelope(mailbox.email_address, 150), headers=auth)
+    response = await webhook.post(
+        PATH, json=push_envelope(mailbox.email_address, 150), headers=auth
+    )
 
     assert response.status_code == 204, response.text
     assert response.content == b""
@@ -67,13 +91,13 @@ async def test_genuine_push_marks_the_mailbox_for_sync(
 
 @pytest.mark.parametrize("history_id", [150, "150", 2**53 + 7, str(2**62 + 1)])
 async def test_history_id_as_number_or_string(
-    client: httpx.AsyncClient,
+    webhook: httpx.AsyncClient,
     sessionmaker: async_sessionmaker[AsyncSession],
     auth: dict[str, str],
     history_id: int | str,
 ) -> None:
     mailbox = await make_mailbox(sessionmaker, cursor=100)
-    response = await client.post(
+    response = await webhook.post(
         PATH, json=push_envelope(mailbox.email_address, history_id), headers=auth
     )
     assert response.status_code == 204
@@ -81,10 +105,10 @@ async def test_history_id_as_number_or_string(
 
 
 async def test_unwrapped_push_body_is_accepted(
-    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], auth: dict[str, str]
+    webhook: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], auth: dict[str, str]
 ) -> None:
     mailbox = await make_mailbox(sessionmaker, cursor=100)
-    response = await client.post(
+    response = await webhook.post(
         PATH,
         content=json.dumps({"emailAddress": mailbox.email_address, "historyId": 180}),
         headers={**auth, "Content-Type": "application/json", "x-goog-pubsub-message-id": "42"},
@@ -94,19 +118,19 @@ async def test_unwrapped_push_body_is_accepted(
 
 
 async def test_pending_id_only_rises_and_stale_pushes_change_nothing(
-    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], auth: dict[str, str]
+    webhook: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], auth: dict[str, str]
 ) -> None:
     mailbox = await make_mailbox(sessionmaker, cursor=100)
     stale_before = pushes("stale")
     for history_id in (300, 200, 300, 250):  # reordered and duplicated deliveries
-        response = await client.post(
+        response = await webhook.post(
             PATH, json=push_envelope(mailbox.email_address, history_id), headers=auth
         )
         assert response.status_code == 204
     assert (await load_mailbox(sessionmaker, mailbox.id)).pending_history_id == 300
 
     for history_id in (100, 50):  # at or below the cursor: nothing to do
-        response = await client.post(
+        response = await webhook.post(
             PATH, json=push_envelope(mailbox.email_address, history_id), headers=auth
         )
         assert response.status_code == 204
@@ -117,10 +141,10 @@ async def test_pending_id_only_rises_and_stale_pushes_change_nothing(
 
 
 async def test_address_case_from_google_matches_the_stored_mailbox(
-    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], auth: dict[str, str]
+    webhook: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], auth: dict[str, str]
 ) -> None:
     mailbox = await make_mailbox(sessionmaker, cursor=100)
-    response = await client.post(
+    response = await webhook.post(
         PATH, json=push_envelope(mailbox.email_address.upper(), 120), headers=auth
     )
     assert response.status_code == 204
@@ -128,12 +152,12 @@ async def test_address_case_from_google_matches_the_stored_mailbox(
 
 
 async def test_one_address_linked_in_two_organizations_marks_both(
-    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], auth: dict[str, str]
+    webhook: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], auth: dict[str, str]
 ) -> None:
     email = f"{unique('shared')}@example.com"
     first = await make_mailbox(sessionmaker, email, cursor=100)
     second = await make_mailbox(sessionmaker, email, cursor=140)
-    response = await client.post(PATH, json=push_envelope(email, 130), headers=auth)
+    response = await webhook.post(PATH, json=push_envelope(email, 130), headers=auth)
     assert response.status_code == 204
     assert (await load_mailbox(sessionmaker, first.id)).pending_history_id == 130
     # Also recorded on the second (harmless: at or below its cursor means no work there).
@@ -141,16 +165,16 @@ async def test_one_address_linked_in_two_organizations_marks_both(
 
 
 async def test_unknown_and_disconnected_addresses_are_acknowledged_and_counted(
-    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], auth: dict[str, str]
+    webhook: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], auth: dict[str, str]
 ) -> None:
     unknown_before = pushes("unknown_mailbox")
     disconnected_before = pushes("disconnected")
     gone = await make_mailbox(sessionmaker, cursor=100, status=MailboxStatus.DISCONNECTED)
 
-    unknown = await client.post(
+    unknown = await webhook.post(
         PATH, json=push_envelope(f"{unique('nobody')}@example.com", 500), headers=auth
     )
-    disconnected = await client.post(
+    disconnected = await webhook.post(
         PATH, json=push_envelope(gone.email_address, 500), headers=auth
     )
 
@@ -187,10 +211,10 @@ async def test_unknown_and_disconnected_addresses_are_acknowledged_and_counted(
     ],
 )
 async def test_undecodable_bodies_are_acknowledged_never_retried(
-    client: httpx.AsyncClient, auth: dict[str, str], body: bytes
+    webhook: httpx.AsyncClient, auth: dict[str, str], body: bytes
 ) -> None:
     before = pushes("undecodable")
-    response = await client.post(
+    response = await webhook.post(
         PATH, content=body, headers={**auth, "Content-Type": "application/json"}
     )
     assert response.status_code == 204
@@ -216,7 +240,7 @@ FORGERIES: list[tuple[str, dict[str, Any], int]] = [
     ids=[name for name, _, _ in FORGERIES],
 )
 async def test_forged_tokens_are_rejected_and_nothing_changes(
-    client: httpx.AsyncClient,
+    webhook: httpx.AsyncClient,
     sessionmaker: async_sessionmaker[AsyncSession],
     sandbox: RunningSandbox,
     forgery: dict[str, Any],
@@ -226,7 +250,7 @@ async def test_forged_tokens_are_rejected_and_nothing_changes(
     options = {"audience": AUDIENCE, **forgery}
     token = sandbox.push_token(**options)
 
-    response = await client.post(
+    response = await webhook.post(
         PATH,
         json=push_envelope(mailbox.email_address, 999),
         headers={"Authorization": f"Bearer {token}"},
@@ -245,12 +269,12 @@ async def test_forged_tokens_are_rejected_and_nothing_changes(
     ids=["no-token", "basic", "garbage"],
 )
 async def test_missing_or_garbled_token_is_401(
-    client: httpx.AsyncClient,
+    webhook: httpx.AsyncClient,
     sessionmaker: async_sessionmaker[AsyncSession],
     headers: dict[str, str],
 ) -> None:
     mailbox = await make_mailbox(sessionmaker, cursor=100)
-    response = await client.post(
+    response = await webhook.post(
         PATH, json=push_envelope(mailbox.email_address, 999), headers=headers
     )
     assert response.status_code == 401
@@ -258,7 +282,7 @@ async def test_missing_or_garbled_token_is_401(
 
 
 async def test_concurrent_burst_is_recorded_once_at_the_highest_id(
-    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], auth: dict[str, str]
+    webhook: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], auth: dict[str, str]
 ) -> None:
     mailboxes = [await make_mailbox(sessionmaker, cursor=100) for _ in range(5)]
     bodies = [
@@ -266,7 +290,7 @@ async def test_concurrent_burst_is_recorded_once_at_the_highest_id(
         for step in range(1, 41)
         for mailbox in mailboxes
     ]
-    responses = await asyncio.gather(*(client.post(PATH, json=b, headers=auth) for b in bodies))
+    responses = await asyncio.gather(*(webhook.post(PATH, json=b, headers=auth) for b in bodies))
     assert {response.status_code for response in responses} == {204}
     for mailbox in mailboxes:
         assert (await load_mailbox(sessionmaker, mailbox.id)).pending_history_id == 140
@@ -355,7 +379,7 @@ async def failing_commit(
 
 
 async def test_failed_commit_is_503_and_records_nothing(
-    client: httpx.AsyncClient,
+    webhook: httpx.AsyncClient,
     sessionmaker: async_sessionmaker[AsyncSession],
     auth: dict[str, str],
     failing_commit: str,
@@ -363,7 +387,7 @@ async def test_failed_commit_is_503_and_records_nothing(
     mailbox = await make_mailbox(sessionmaker, failing_commit, cursor=100)
     unavailable_before = pushes("unavailable")
 
-    response = await client.post(PATH, json=push_envelope(failing_commit, 700), headers=auth)
+    response = await webhook.post(PATH, json=push_envelope(failing_commit, 700), headers=auth)
 
     assert response.status_code == 503
     assert (await load_mailbox(sessionmaker, mailbox.id)).pending_history_id is None
@@ -371,7 +395,7 @@ async def test_failed_commit_is_503_and_records_nothing(
 
 
 async def test_a_failing_push_does_not_fail_the_others_committed_with_it(
-    client: httpx.AsyncClient,
+    webhook: httpx.AsyncClient,
     sessionmaker: async_sessionmaker[AsyncSession],
     auth: dict[str, str],
     failing_commit: str,
@@ -382,7 +406,7 @@ async def test_a_failing_push_does_not_fail_the_others_committed_with_it(
         push_envelope(mailbox.email_address, 700) for mailbox in healthy
     ]
 
-    responses = await asyncio.gather(*(client.post(PATH, json=b, headers=auth) for b in bodies))
+    responses = await asyncio.gather(*(webhook.post(PATH, json=b, headers=auth) for b in bodies))
 
     assert [response.status_code for response in responses] == [503] + [204] * len(healthy)
     assert (await load_mailbox(sessionmaker, broken.id)).pending_history_id is None
