@@ -118,14 +118,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     Used with `scope="function"` so the commit happens before FastAPI writes the
     response: a 2xx then really means durable, and a failed commit is a 5xx.
     """
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with sessionmaker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
+    async with session_scope(request.app.state.sessionmaker) as session:
+        yield session
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

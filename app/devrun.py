@@ -115,15 +115,17 @@ Bearer token (valid 30 days):
 1. Link the rep's Gmail: ask for a consent URL, open it in a browser and press Allow
    (it returns to {SERVICE}/... with ?status=connected&mailbox_id=...):
   curl -s -X POST {SERVICE}/v1/mailboxes/connect {auth} \\
-       -H 'Content-Type: application/json' -d '{{"return_url": "{SERVICE}/healthz"}}'
+       -H 'Content-Type: application/json' -d '{{"return_url": "{SERVICE}/docs"}}'
 
 2. Send to a lead from the rep's Gmail:
   curl -s -X POST {SERVICE}/v1/leads/lead-1/messages {auth} -H 'Content-Type: application/json' \\
        -d '{{"to": ["{CUSTOMER}"], "subject": "Hello", "body_text": "Hi Casey!"}}'
 
-3. Let the customer reply (the sandbox pushes a notification; the reply lands on the lead):
+3. Let the customer reply to it, naming the rfc822_message_id that step 2 returned
+   (the sandbox pushes a notification; the reply lands on the lead within moments):
   curl -s -X POST {SANDBOX}/_sandbox/accounts/{CUSTOMER}/reply \\
-       -H 'Content-Type: application/json' -d '{{"text": "Thanks, sounds good."}}'
+       -H 'Content-Type: application/json' \\
+       -d '{{"message_id": "<paste rfc822_message_id>", "text": "Thanks, sounds good."}}'
 
 4. Read the conversation on the lead:
   curl -s {SERVICE}/v1/leads/lead-1/threads {auth}
@@ -149,6 +151,8 @@ def main() -> int:
         str(SANDBOX_SMTP_PORT),
         "--push-endpoint",
         f"{SERVICE}/v1/webhooks/gmail",
+        "--push-service-account",
+        "gmail-push@sandbox.iam.gserviceaccount.com",
     ]
     service_cmd = [
         sys.executable,

@@ -19,7 +19,7 @@ class SandboxConfig:
     port: int = 8025
     smtp_port: int = 8026
     client_id: str = "sandbox-client-id"
-    client_secret: str = "sandbox-client-secret"  # noqa: S105 - a public, well-known test value
+    client_secret: str = "sandbox-client-secret"
     # Empty means "any http(s) redirect URI is registered"; otherwise exact matches only.
     redirect_uris: tuple[str, ...] = ()
     push_endpoint: str | None = None

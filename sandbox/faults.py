@@ -10,7 +10,7 @@ from sandbox.calls import QUOTA_UNITS
 from sandbox.clock import Clock, rfc3339
 from sandbox.errors import GoogleApiError, OAuthError
 
-TOKEN_METHOD = "oauth.token"  # noqa: S105 - a method name, not a secret
+TOKEN_METHOD = "oauth.token"
 
 GMAIL_FAULTS = {
     "rate_limit",

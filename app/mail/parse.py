@@ -255,7 +255,8 @@ def _part_text(part: Message) -> str:
         charset = part.get_content_charset()
     except Exception:  # unparseable Content-Type parameters
         charset = None
-    return decode_text(_part_bytes(part), charset)
+    text = decode_text(_part_bytes(part), charset)
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _attachments(message: Message, body_part_ids: set[int]) -> list[Attachment]:

@@ -48,9 +48,12 @@ _ATTRIBUTION_START = re.compile(r"^(?:on|em|am|le|el|il|op)\b", re.IGNORECASE)
 
 _HEADER_FROM = re.compile(r"^(?:from|von|de|da|van)\s*:\s*\S", re.IGNORECASE)
 _HEADER_OTHER = re.compile(
-    r"^(?:sent|date|to|cc|subject|gesendet|datum|an|betreff|envoyé|date|à|objet|"
-    r"enviado|fecha|para|asunto|inviato|data|a|oggetto|verzonden|aan|onderwerp|"
-    r"assunto)\s*:",
+    r"^(?:sent|date|to|cc|subject"  # en
+    r"|gesendet|datum|an|betreff"  # de
+    r"|envoyé|à|objet"  # fr
+    r"|enviado|fecha|para|asunto|assunto"  # es, pt
+    r"|inviato|data|a|oggetto"  # it
+    r"|verzonden|aan|onderwerp)\s*:",  # nl
     re.IGNORECASE,
 )
 # How far below "From:" the other header lines may sit (wrapped To: lists).

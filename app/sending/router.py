@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -18,6 +19,7 @@ from app.threads.models import Message, MessageStatus
 from app.threads.schemas import MessageOut
 
 router = APIRouter(tags=["sending"])
+logger = logging.getLogger("leadmail.sending")
 
 
 def get_delivery(request: Request) -> Delivery:
@@ -64,6 +66,7 @@ async def send_message(
             raise
         # A concurrent request with the same key committed first: answer as its retry.
         await session.rollback()
+        logger.info("sending.idempotency.race", extra={"org_id": principal.org_id})
         queued = await service.queue_message(
             session,
             principal,

@@ -1,0 +1,1 @@
+"""Message templates: organization-scoped CRUD and sandboxed rendering (app.mail.render)."""

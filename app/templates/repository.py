@@ -13,10 +13,8 @@ class TemplateRepository:
         self.session = session
 
     async def get(self, org_id: str, template_id: str) -> Template | None:
-        result = await self.session.scalars(
-            select(Template).where(Template.org_id == org_id, Template.id == template_id)
-        )
-        return result.first()
+        query = select(Template).where(Template.org_id == org_id, Template.id == template_id)
+        return (await self.session.scalars(query)).first()
 
     async def list(
         self, org_id: str, limit: int, after: tuple[datetime, str] | None

@@ -305,3 +305,8 @@ def test_mutated_messages_never_raise() -> None:
                 raw[position : position + 1] = bytes([rng.randrange(256)])
         parsed = parse_message(bytes(raw))
         assert isinstance(parsed.body_text, str)
+
+
+def test_body_line_endings_are_normalised() -> None:
+    raw = _single("text/plain; charset=utf-8", b"line one\r\nline two\rline three\r\n")
+    assert parse_message(raw).body_text == "line one\nline two\nline three\n"

@@ -45,7 +45,10 @@ def new_rep(name: str = "Jürgen Müller", org: str | None = None) -> Rep:
 
 
 async def linked_rep(
-    service: LiveService, sandbox: RunningSandbox, name: str = "Jürgen Müller", org: str | None = None
+    service: LiveService,
+    sandbox: RunningSandbox,
+    name: str = "Jürgen Müller",
+    org: str | None = None,
 ) -> Rep:
     rep = new_rep(name, org)
     mailbox = await link_mailbox(

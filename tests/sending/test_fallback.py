@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.threads.models import Message, Thread
@@ -23,14 +26,19 @@ from tests.support import unique
 Sessions = async_sessionmaker[AsyncSession]
 
 
-def _assert_default_sender(item: dict[str, object], rep_name: str, reply_to: str) -> None:
+def _assert_default_sender(item: dict[str, Any], rep_name: str, reply_to: str) -> None:
     assert item["via"] == "smtp"
     assert item["envelope_from"] == DEFAULT_FROM
-    mime = raw_of(item)  # type: ignore[arg-type]
+    mime = raw_of(item)
     [sender] = mime["From"].addresses
     assert (sender.display_name, sender.addr_spec) == (rep_name, DEFAULT_FROM)
     [answer_to] = mime["Reply-To"].addresses
     assert answer_to.addr_spec == reply_to
+
+
+def _sends(via: str, outcome: str) -> float:
+    labels = {"sent_via": via, "outcome": outcome}
+    return REGISTRY.get_sample_value("leadmail_sends_total", labels) or 0.0
 
 
 def _refused_sends(sandbox: RunningSandbox) -> int:
@@ -42,6 +50,7 @@ async def test_no_mailbox_goes_out_through_the_default_sender(
 ) -> None:
     rep = new_rep("Ólafur Rep")  # never linked a mailbox
     lead_address = customer(sandbox)
+    counted = _sends("default", "sent")
     response = await send(
         live_service,
         rep,
@@ -58,6 +67,7 @@ async def test_no_mailbox_goes_out_through_the_default_sender(
     assert (sent["status"], sent["sent_via"]) == ("sent", "default")
     assert sent["from_address"] == DEFAULT_FROM
     assert sent["gmail_message_id"] is None and sent["gmail_thread_id"] is None
+    assert _sends("default", "sent") == counted + 1
 
     [item] = outgoing_for(sandbox, sent["rfc822_message_id"])
     _assert_default_sender(item, "Ólafur Rep", rep.email)
@@ -94,7 +104,9 @@ async def test_a_disconnected_mailbox_falls_back_with_reply_to_its_address(
         )
     ).json()
     assert sent["sent_via"] == "default"
-    _assert_default_sender(outgoing_for(sandbox, sent["rfc822_message_id"])[0], "Rita Rep", rep.email)
+    _assert_default_sender(
+        outgoing_for(sandbox, sent["rfc822_message_id"])[0], "Rita Rep", rep.email
+    )
     assert gmail_calls(sandbox, rep.email) == []
 
 
@@ -181,3 +193,39 @@ async def test_without_any_sender_the_message_is_stored_failed_and_502(
     assert body["detail"] == stored["error"]
     outbox = await bare_service.http.get("/v1/outbox", headers=rep.headers)
     assert [(m["id"], m["status"]) for m in outbox.json()["items"]] == [(stored["id"], "failed")]
+
+
+async def test_a_default_sender_conversation_continues_in_gmail_once_linked(
+    live_service: LiveService, sandbox: RunningSandbox, sessionmaker: Sessions
+) -> None:
+    rep = new_rep("Rita Rep")
+    lead_address = customer(sandbox)
+    lead = unique("lead")
+    first = (
+        await send(
+            live_service, rep, lead, {"to": [lead_address], "subject": "Hi", "body_text": "1"}
+        )
+    ).json()
+    assert first["sent_via"] == "default"
+    mailbox = await link_mailbox(
+        live_service, sandbox, org_id=rep.org, user_id=rep.user, email=rep.email, name=rep.name
+    )
+    second = (
+        await send(
+            live_service,
+            rep,
+            lead,
+            {"to": [lead_address], "body_text": "2", "thread_id": first["thread_id"]},
+        )
+    ).json()
+    assert (second["sent_via"], second["subject"]) == ("gmail", "Re: Hi")
+    mime = raw_of(outgoing_for(sandbox, second["rfc822_message_id"])[0])
+    assert mime["In-Reply-To"] == first["rfc822_message_id"]
+    # From now on the conversation is also a known Gmail thread, so replies sync.
+    async with sessionmaker() as session:
+        thread = await session.get(Thread, first["thread_id"])
+        assert thread is not None
+        assert (thread.mailbox_id, thread.gmail_thread_id) == (
+            mailbox["id"],
+            second["gmail_thread_id"],
+        )
