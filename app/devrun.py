@@ -28,8 +28,8 @@ SANDBOX_PORT = 8025
 SANDBOX_SMTP_PORT = 8026
 SANDBOX = f"http://127.0.0.1:{SANDBOX_PORT}"
 TOPIC = "projects/sandbox-project/topics/gmail"
-REP = "rep@demo.leadmail.test"
-CUSTOMER = "customer@demo.leadmail.test"
+REP = "rep@acme.example"
+CUSTOMER = "casey@client.example"
 ORG = "demo-org"
 USER = "demo-rep"
 
@@ -67,7 +67,7 @@ def service_env(secrets: dict[str, str]) -> dict[str, str]:
             "PUBSUB_PUSH_AUDIENCE": f"{SERVICE}/v1/webhooks/gmail",
             "PUBSUB_PUSH_SERVICE_ACCOUNT": "gmail-push@sandbox.iam.gserviceaccount.com",
             "DEFAULT_SMTP_URL": f"smtp://127.0.0.1:{SANDBOX_SMTP_PORT}",
-            "DEFAULT_FROM_ADDRESS": "crm@demo.leadmail.test",
+            "DEFAULT_FROM_ADDRESS": "crm@leadmail.example",
         }
     )
     return env
