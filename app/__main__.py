@@ -2,6 +2,7 @@
 
 rotate-keys   re-encrypt every stored refresh token with the first TOKEN_ENCRYPTION_KEYS key
 generate-key  print a new Fernet key
+pubsub setup  provision the Pub/Sub topic, Gmail's publish grant and the subscription
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from app.crypto import TokenCipher, generate_key
 from app.db import create_engine, create_sessionmaker, session_scope
 from app.mailboxes.models import Mailbox
 from app.main import load_settings_or_exit
+from app.pubsub.cli import add_pubsub_command, run_pubsub_command
 
 
 async def rotate_keys() -> int:
@@ -43,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("rotate-keys", help="re-encrypt stored tokens with the first key")
     commands.add_parser("generate-key", help="print a new Fernet key")
+    add_pubsub_command(commands)
     args = parser.parse_args(argv)
+    if args.command == "pubsub":
+        return run_pubsub_command(args)
     if args.command == "generate-key":
         print(generate_key())
         return 0

@@ -20,6 +20,7 @@ from app.errors import install_error_handlers
 from app.mailboxes.access import MailboxAccess
 from app.mailboxes.router import router as mailboxes_router
 from app.observability import RequestContextMiddleware, configure_logging
+from app.pubsub.runtime import pull_runtime
 from app.sending.lifespan import sending_lifespan
 from app.sending.router import router as sending_router
 from app.sync.router import router as webhook_router
@@ -50,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.background_duties:
             app.state.duties.start()
         try:
-            async with sync_runtime(app), sending_lifespan(app):
+            async with sync_runtime(app), pull_runtime(app), sending_lifespan(app):
                 yield
         finally:
             await app.state.duties.stop()

@@ -52,6 +52,7 @@ class SandboxConfig:
     smtp_password: str | None = None
     seed: int | None = None
     log_level: str = "warning"
+    pubsub_emulator_host: str | None = None
 
     def with_overrides(self, **overrides: Any) -> SandboxConfig:
         known = {f.name for f in fields(self)}
@@ -119,6 +120,12 @@ _FLAGS: tuple[_Flag, ...] = (
     _Flag("smtp_password", "SANDBOX_SMTP_PASSWORD", str, "SMTP AUTH password"),
     _Flag("seed", "SANDBOX_SEED", int, "random seed for ids and gaps"),
     _Flag("log_level", "SANDBOX_LOG_LEVEL", str, "uvicorn log level"),
+    _Flag(
+        "pubsub_emulator_host",
+        "PUBSUB_EMULATOR_HOST",
+        str,
+        "publish notifications to this Pub/Sub emulator (HOST:PORT) instead of pushing",
+    ),
 )
 
 

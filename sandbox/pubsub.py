@@ -18,6 +18,7 @@ import httpx
 
 from sandbox.clock import Clock, rfc3339
 from sandbox.config import SandboxConfig
+from sandbox.emulator import EmulatorPublisher
 from sandbox.errors import GoogleApiError
 from sandbox.keys import KeyRing, generate_key, sign_with
 
@@ -117,6 +118,10 @@ class PushService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
         self._next_message_id = rng.randint(10**15, 9 * 10**15)
+        # With a Pub/Sub emulator, notifications are published there instead of pushed.
+        self.emulator = (
+            EmulatorPublisher(config.pubsub_emulator_host) if config.pubsub_emulator_host else None
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -128,6 +133,9 @@ class PushService:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self.emulator is not None:
+            self.emulator.close()
+            self.emulator = None
 
     def reset(self) -> None:
         for task in list(self._tasks):
@@ -170,6 +178,7 @@ class PushService:
             "project": self.project,
             "any_topic": self.any_topic,
             "topics": [{"name": n, "publish_granted": g} for n, g in self.topics.items()],
+            "pubsub_emulator_host": self.emulator.host if self.emulator else None,
         }
 
     def effective_audience(self) -> str | None:
@@ -185,6 +194,9 @@ class PushService:
                 f"Invalid topicName does not match projects/{self.project}/topics/*",
                 "invalidArgument",
             )
+        if self.emulator is not None:
+            self.emulator.check_topic(topic)
+            return
         prefix = f"Error sending test message to Cloud PubSub {topic} : "
         if not self.any_topic and topic not in self.topics:
             raise GoogleApiError(
@@ -246,6 +258,9 @@ class PushService:
             publish_time=self._clock.now(),
         )
         self.notifications.append(notification)
+        if self.emulator is not None:
+            self._spawn(self._publish_to_emulator(notification, self.watches[email].topic))
+            return
         fault = self._take_fault()
         held = self._held
         if fault is not None:
@@ -270,6 +285,17 @@ class PushService:
                 self._held_release.cancel()
             held.state = "pending"
             self._spawn(self._deliver(held, wait_for=first_done))
+
+    async def _publish_to_emulator(self, notification: Notification, topic: str) -> None:
+        assert self.emulator is not None
+        try:
+            notification.message_id = await self.emulator.publish(topic, self.data(notification))
+        except Exception as exc:
+            notification.state = "failed"
+            notification.deliveries.append(Delivery(time.time(), None, f"publish: {exc}"))
+            logger.warning("sandbox.emulator.publish_failed", extra={"error": str(exc)})
+            return
+        notification.state = "published"
 
     def _release_held(self) -> None:
         held, self._held = self._held, None

@@ -49,6 +49,7 @@ async def sync_runtime(app: FastAPI) -> AsyncIterator[None]:
         app.state.sessionmaker, on_recorded=engine.wake if engine is not None else None
     )
     app.state.push_receiver = PushReceiver(recorder, verifier, push_token)
+    app.state.notification_recorder = recorder  # streaming pull records through it too
     app.state.sync_engine = engine
     if engine is not None and settings.background_duties:
         engine.start()

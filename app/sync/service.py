@@ -182,7 +182,19 @@ class MailboxSyncer:
                 "gmail.sync.mailbox_disconnected",
                 extra={"mailbox_id": mailbox.id, "reason": exc.reason},
             )
-            return PassReport(PassOutcome.DISCONNECTED, error=exc.reason)
+            # Normally the mailbox is now disconnected and never due again; should the
+            # row still say active, it must not be retried at every poll.
+            retry_at = utcnow() + self._max_backoff
+            async with session_scope(self._sessionmaker) as session:
+                await SyncStateRepository(session).save_progress(
+                    mailbox.id,
+                    cursor=mailbox.history_cursor or 0,
+                    done=False,
+                    now=utcnow(),
+                    retry_at=retry_at,
+                    error=exc.reason[:2000],
+                )
+            return PassReport(PassOutcome.DISCONNECTED, retry_at=retry_at, error=exc.reason)
 
     async def _run_pass(self, mailbox: Mailbox, attempt: int) -> PassReport:
         if mailbox.history_cursor is None:

@@ -46,7 +46,9 @@ class PushReceiver:
     ) -> PushOutcome:
         """The outcome of one push; raises the AppError that is the HTTP answer when
         the push is refused (401/403) or cannot be recorded now (503)."""
-        if not self._token_matches(query_token):
+        # A bearer token is always verified, whatever the query says: PUBSUB_PUSH_TOKEN
+        # is for pushers that cannot sign, never a way around a failed OIDC check.
+        if authorization or not self._token_matches(query_token):
             await self._authenticate(authorization)
         try:
             notification = decode_push_body(body, headers)
