@@ -20,6 +20,7 @@ import httpx
 import jwt
 
 from app.crypto import generate_key
+from app.pubsub.emulator import EmulatorUnavailable, start_emulator, stop_emulator
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
@@ -30,6 +31,8 @@ SANDBOX = f"http://127.0.0.1:{SANDBOX_PORT}"
 TOPIC = "projects/sandbox-project/topics/gmail"
 REP = "rep@acme.example"
 CUSTOMER = "casey@client.example"
+PUBSUB_EMULATOR_PORT = 8085
+SUBSCRIPTION = "projects/sandbox-project/subscriptions/leadmail"
 ORG = "demo-org"
 USER = "demo-rep"
 
@@ -73,6 +76,26 @@ def service_env(secrets: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def start_pubsub_emulator(env: dict[str, str]) -> subprocess.Popen[bytes] | None:
+    """`make run PUBSUB_EMULATOR=1`: Gmail -> Google's Pub/Sub emulator -> streaming pull.
+
+    The sandbox then publishes to the emulator instead of pushing (it reads
+    PUBSUB_EMULATOR_HOST), and the service pulls from SUBSCRIPTION: the production shape.
+    """
+    if os.environ.get("PUBSUB_EMULATOR", "").lower() not in {"1", "true", "yes", "on"}:
+        return None
+    try:
+        process = start_emulator(PUBSUB_EMULATOR_PORT, (VAR / "pubsub-emulator.log").open("wb"))
+    except EmulatorUnavailable as exc:
+        print(f"make run: {exc}; the sandbox pushes by itself instead", flush=True)
+        return None
+    env["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{PUBSUB_EMULATOR_PORT}"
+    env["PUBSUB_SUBSCRIPTION"] = SUBSCRIPTION
+    setup = ["pubsub", "setup", "--topic", TOPIC, "--subscription", SUBSCRIPTION, "--pull"]
+    subprocess.run([sys.executable, "-m", "app", *setup], cwd=ROOT, env=env, check=True)
+    return process
+
+
 def wait_for(url: str, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -102,7 +125,7 @@ def demo_token(secret: str) -> str:
 
 
 def banner(token: str) -> str:
-    auth = f'-H "Authorization: Bearer {token}"'
+    auth = '-H "Authorization: Bearer $TOKEN"'
     return f"""
 leadmail is running.
   service   {SERVICE}   (API docs: {SERVICE}/docs)
@@ -113,9 +136,13 @@ Bearer token (valid 30 days):
   export TOKEN={token}
 
 1. Link the rep's Gmail: ask for a consent URL, open it in a browser and press Allow
-   (it returns to {SERVICE}/... with ?status=connected&mailbox_id=...):
+   (you land on {SERVICE}/docs?status=connected&mailbox_id=...):
   curl -s -X POST {SERVICE}/v1/mailboxes/connect {auth} \\
        -H 'Content-Type: application/json' -d '{{"return_url": "{SERVICE}/docs"}}'
+   No browser? Let the sandbox consent by itself, then follow the URL with curl:
+  curl -s -X PUT {SANDBOX}/_sandbox/consent -H 'Content-Type: application/json' \\
+       -d '{{"auto": true}}'
+  curl -sL -o /dev/null -w '%{{url_effective}}\\n' "<authorization_url>"
 
 2. Send to a lead from the rep's Gmail:
   curl -s -X POST {SERVICE}/v1/leads/lead-1/messages {auth} -H 'Content-Type: application/json' \\
@@ -134,13 +161,21 @@ The full walkthrough is in README.md ("Try it with curl"). Ctrl-C stops both pro
 """
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # A terminal's Ctrl-C reaches the whole process group; `kill` or a supervisor
+    # sends SIGTERM to this process only, and both must stop the children too.
+    signal.signal(signal.SIGTERM, _stop)
     VAR.mkdir(exist_ok=True)
     secrets = dev_secrets()
     env = service_env(secrets)
     subprocess.run(
         [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=env, check=True
     )
+    emulator = start_pubsub_emulator(env)
     sandbox_cmd = [
         sys.executable,
         "-m",
@@ -187,6 +222,8 @@ def main() -> int:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if emulator is not None:
+            stop_emulator(emulator)
 
 
 if __name__ == "__main__":
