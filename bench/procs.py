@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+PROFILE = os.environ.get("BENCH_PROFILE", "").split()
 
 
 def free_port() -> int:
@@ -50,11 +51,11 @@ def uvicorn_server(
     httptools when installed), its output discarded."""
     port = port or free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, *PROFILE, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "ab"),
     )
     server = Server(process, port)
     try:
