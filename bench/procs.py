@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-PROFILE = os.environ.get("BENCH_PROFILE", "").split()
 
 
 def free_port() -> int:
@@ -33,6 +32,11 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
         """Resident memory of the server process, from /proc."""
@@ -51,11 +55,11 @@ def uvicorn_server(
     httptools when installed), its output discarded."""
     port = port or free_port()
     process = subprocess.Popen(
-        [sys.executable, *PROFILE, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
-        stderr=open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "ab"),
+        stderr=subprocess.DEVNULL,
     )
     server = Server(process, port)
     try:
