@@ -70,11 +70,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
+    # First after health: the push webhook is the hot path, and routes match in order.
+    app.include_router(webhook_router)
     app.include_router(mailboxes_router)
     app.include_router(templates_router)
     app.include_router(sending_router)
     app.include_router(threads_router)
-    app.include_router(webhook_router)
     return app
 
 

@@ -10,16 +10,17 @@ only once its notification is committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.db import utcnow
 from app.mailboxes.models import MailboxStatus
-from app.sync.repository import MAX_HISTORY_ID, NotifiedMailbox, SyncStateRepository
+from app.sync.repository import MAX_HISTORY_ID, NotificationRepository, NotifiedMailbox
 
 logger = logging.getLogger("leadmail.sync.intake")
 
@@ -51,9 +52,9 @@ def address_keys(email_address: str) -> tuple[str, ...]:
 
 
 async def record_notifications(
-    session: AsyncSession, notifications: Sequence[tuple[str, int]]
+    session: AsyncSession | AsyncConnection, notifications: Sequence[tuple[str, int]]
 ) -> list[IntakeResult]:
-    """Record a batch of (emailAddress, historyId) in the session; flush only.
+    """Record a batch of (emailAddress, historyId) in the session (or connection).
 
     One UPDATE for the whole batch; the caller commits.
     """
@@ -62,7 +63,9 @@ async def record_notifications(
         if 0 < history_id <= MAX_HISTORY_ID:
             for key in address_keys(email_address):
                 highest[key] = max(highest.get(key, 0), history_id)
-    rows = await SyncStateRepository(session).raise_pending(highest, utcnow())
+    # Rows are locked in address order, so concurrent batches cannot deadlock.
+    ordered = {key: highest[key] for key in sorted(highest)}
+    rows = await NotificationRepository(session).raise_pending(ordered, utcnow())
     by_address: dict[str, list[NotifiedMailbox]] = {}
     for row in rows:
         by_address.setdefault(row.email_address, []).append(row)
@@ -77,7 +80,7 @@ async def record_notifications(
 
 
 async def record_notification(
-    session: AsyncSession, email_address: str, history_id: int
+    session: AsyncSession | AsyncConnection, email_address: str, history_id: int
 ) -> IntakeResult:
     """Record one notification in the session (flush only; the caller commits)."""
     (result,) = await record_notifications(session, [(email_address, history_id)])
@@ -110,64 +113,110 @@ class _Waiting:
 class NotificationRecorder:
     """Group commit for notifications.
 
-    Callers that arrive while a transaction is being committed wait for the next one,
-    which carries all of them; under load one commit serves many pushes, and each
-    `record()` still returns only after its own notification is durable. A failed
-    transaction fails every caller in it (they answer 503 and Pub/Sub redelivers).
+    Pushes that arrive together share a transaction: a flusher waits a moment for
+    company, takes what has queued, commits it in one transaction and only then answers
+    each caller, so `record()` returns once its own notification is durable. Up to
+    `max_in_flight` flushers run at once, so new pushes need not wait for the commit in
+    progress. A failed transaction is retried push by push, so one bad row fails only
+    its own caller (answered 503; Pub/Sub redelivers).
     """
 
     def __init__(
         self,
-        sessionmaker: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         on_recorded: Callable[[Sequence[str]], None] | None = None,
         *,
         max_batch: int = 500,
+        gather_seconds: float = 0.002,
+        max_in_flight: int = 2,
     ) -> None:
-        self._sessionmaker = sessionmaker
+        self._engine = engine
         self._on_recorded = on_recorded
         self._max_batch = max_batch
+        self._gather_seconds = gather_seconds
+        self._max_in_flight = max_in_flight
         self._queue: list[_Waiting] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
 
     async def record(self, email_address: str, history_id: int) -> IntakeResult:
         future: asyncio.Future[IntakeResult] = asyncio.get_running_loop().create_future()
         self._queue.append(_Waiting(email_address, history_id, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_all(), name="push-intake-commit")
+        if len(self._flushers) < self._max_in_flight:
+            flusher = asyncio.create_task(self._flush_all(), name="push-intake-commit")
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
         return await future
 
     async def _flush_all(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-            try:
-                results = await self._commit(batch)
-            except Exception as exc:
-                if len(batch) == 1:
-                    self._fail(batch, exc)
-                    continue
-                # One bad row must not fail the others: each alone, in its own transaction.
-                results = []
-                for item in batch:
-                    try:
-                        results += await self._commit([item])
-                    except Exception as single_exc:
-                        self._fail([item], single_exc)
-                        results.append(None)
-            woken = sorted(
-                {mailbox_id for result in results if result for mailbox_id in result.mailbox_ids}
-            )
-            if woken and self._on_recorded is not None:
-                self._on_recorded(woken)
-            for item, result in zip(batch, results, strict=True):
-                if result is not None and not item.future.done():
-                    item.future.set_result(result)
+        try:
+            # One connection for as long as pushes keep coming, not one per batch.
+            async with self._engine.connect() as connection:
+                if connection.dialect.name == "postgresql":
+                    # Each batch is one statement (see NotificationRepository): its own
+                    # transaction, committed before the database answers.
+                    await connection.execution_options(isolation_level="AUTOCOMMIT")
+                await self._flush_on(connection)
+        except Exception as exc:
+            # No connection at all (the database is down): nobody waiting can succeed.
+            waiting, self._queue = self._queue, []
+            self._fail(waiting, exc)
 
-    async def _commit(self, batch: Sequence[_Waiting]) -> list[IntakeResult | None]:
-        async with self._sessionmaker() as session:
-            results = await record_notifications(
-                session, [(item.email_address, item.history_id) for item in batch]
-            )
-            await session.commit()
+    async def _flush_on(self, connection: AsyncConnection) -> None:
+        while self._queue:
+            if len(self._queue) < self._max_batch and self._gather_seconds > 0:
+                # A moment for concurrent pushes to join: under load the transaction's
+                # fixed cost is then shared by many, which is where the CPU goes.
+                await asyncio.sleep(self._gather_seconds)
+            batch = self._queue[: self._max_batch]
+            del self._queue[: self._max_batch]
+            if not batch:
+                return
+            try:
+                results = await self._commit(connection, batch)
+            except Exception as exc:
+                await self._retry_alone(connection, batch, exc)
+                # The connection may be what failed: the next flusher takes a new one.
+                return
+            self._answer(batch, results)
+
+    async def _retry_alone(
+        self, connection: AsyncConnection, batch: list[_Waiting], exc: Exception
+    ) -> None:
+        """One bad row must not fail the others: each alone, in its own transaction."""
+        with contextlib.suppress(Exception):
+            await connection.rollback()
+        if len(batch) == 1:
+            self._fail(batch, exc)
+            return
+        results: list[IntakeResult | None] = []
+        for item in batch:
+            try:
+                results += await self._commit(connection, [item])
+            except Exception as single_exc:
+                with contextlib.suppress(Exception):
+                    await connection.rollback()
+                self._fail([item], single_exc)
+                results.append(None)
+        self._answer(batch, results)
+
+    def _answer(self, batch: list[_Waiting], results: Sequence[IntakeResult | None]) -> None:
+        woken = sorted(
+            {mailbox_id for result in results if result for mailbox_id in result.mailbox_ids}
+        )
+        if woken and self._on_recorded is not None:
+            self._on_recorded(woken)
+        for item, result in zip(batch, results, strict=True):
+            if result is not None and not item.future.done():
+                item.future.set_result(result)
+
+    @staticmethod
+    async def _commit(
+        connection: AsyncConnection, batch: Sequence[_Waiting]
+    ) -> list[IntakeResult | None]:
+        results = await record_notifications(
+            connection, [(item.email_address, item.history_id) for item in batch]
+        )
+        await connection.commit()
         return list(results)
 
     @staticmethod

@@ -12,7 +12,7 @@ from app.config import Settings
 from app.google import PushTokenVerifier
 from app.sync.engine import SyncEngine
 from app.sync.intake import NotificationRecorder
-from app.sync.webhook import PushReceiver
+from app.sync.webhook import PushReceiver, RememberingVerifier
 
 logger = logging.getLogger("leadmail.sync")
 
@@ -36,17 +36,19 @@ async def sync_runtime(app: FastAPI) -> AsyncIterator[None]:
         logger.warning("sync.engine_unavailable", extra={"reason": "no mailbox access"})
     verifier = None
     if settings.pubsub_push_audience:
-        verifier = PushTokenVerifier(
-            app.state.http,
-            settings.google_certs_uri,
-            settings.pubsub_push_audience,
-            settings.pubsub_push_service_account,
+        verifier = RememberingVerifier(
+            PushTokenVerifier(
+                app.state.http,
+                settings.google_certs_uri,
+                settings.pubsub_push_audience,
+                settings.pubsub_push_service_account,
+            )
         )
     push_token = (
         settings.pubsub_push_token.get_secret_value() if settings.pubsub_push_token else None
     )
     recorder = NotificationRecorder(
-        app.state.sessionmaker, on_recorded=engine.wake if engine is not None else None
+        app.state.engine, on_recorded=engine.wake if engine is not None else None
     )
     app.state.push_receiver = PushReceiver(recorder, verifier, push_token)
     app.state.notification_recorder = recorder  # streaming pull records through it too

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 
 from app.errors import Forbidden, ServiceUnavailable, Unauthenticated
 from app.google import (
+    PushClaims,
     PushForbidden,
     PushTokenVerifier,
     PushUnauthenticated,
@@ -25,11 +28,50 @@ from app.sync.intake import NotificationRecorder, PushOutcome, RecordFailed
 logger = logging.getLogger("leadmail.sync.webhook")
 
 
+class RememberingVerifier:
+    """A push-token verifier that remembers the tokens it accepted.
+
+    Pub/Sub signs a token per subscription and sends it with many pushes until it
+    nears expiry, so the signature check (RSA, the bulk of a push's CPU) runs once
+    per token instead of once per push. An accepted token is trusted again until the
+    earlier of its `exp` and `max_age` seconds; refused tokens are never remembered.
+    """
+
+    def __init__(
+        self,
+        verifier: PushTokenVerifier,
+        *,
+        max_entries: int = 256,
+        max_age: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._verifier = verifier
+        self._max_entries = max_entries
+        self._max_age = max_age
+        self._clock = clock
+        self._accepted: OrderedDict[str, tuple[PushClaims, float]] = OrderedDict()
+
+    async def verify(self, authorization_header: str | None) -> PushClaims:
+        now = self._clock()
+        if authorization_header:
+            known = self._accepted.get(authorization_header)
+            if known is not None and now < known[1]:
+                return known[0]
+        claims = await self._verifier.verify(authorization_header)
+        assert authorization_header is not None  # the verifier refuses a missing one
+        until = min(claims.expires_at.timestamp(), now + self._max_age)
+        self._accepted[authorization_header] = (claims, until)
+        self._accepted.move_to_end(authorization_header)
+        while len(self._accepted) > self._max_entries:
+            self._accepted.popitem(last=False)
+        return claims
+
+
 class PushReceiver:
     def __init__(
         self,
         recorder: NotificationRecorder,
-        verifier: PushTokenVerifier | None,
+        verifier: PushTokenVerifier | RememberingVerifier | None,
         push_token: str | None = None,
     ) -> None:
         self._recorder = recorder

@@ -79,6 +79,22 @@ class Conversation:
         body: dict[str, Any] = response.json()
         return body
 
+    async def quiet(self, load_cursor: Callable[[], Awaitable[int | None]]) -> None:
+        """Wait until every push for this mailbox has been delivered and the sync has
+        reached Gmail's current history id: nothing is in flight any more."""
+
+        async def settled() -> bool:
+            pending = [
+                n
+                for n in self.sandbox.notifications(self.rep)
+                if n["state"] in ("pending", "retrying", "held")
+            ]
+            current = int(self.sandbox.account(self.rep)["history_id"])
+            cursor = await load_cursor()
+            return not pending and cursor is not None and cursor >= current
+
+        await wait_until(settled)
+
     async def wait_for_messages(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         async def enough() -> list[dict[str, Any]] | None:
             messages: list[dict[str, Any]] = (await self.thread())["messages"]

@@ -4,7 +4,7 @@ loopback, the background sync engine on."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 
 import pytest
@@ -173,7 +173,7 @@ async def test_dropped_push_is_found_by_the_safety_sync(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     talk = await start_conversation(live_service, sandbox)
-    await wait_until(lambda: _settled(sessionmaker, talk.mailbox_id))
+    await talk.quiet(cursor_of(sessionmaker, talk.mailbox_id))
     sandbox.push_fault("drop", count=1)
     talk.reply("Did this one get lost?")
     await asyncio.sleep(0.5)
@@ -201,13 +201,22 @@ async def _settled(sessionmaker: async_sessionmaker[AsyncSession], mailbox_id: s
     )
 
 
+def cursor_of(
+    sessionmaker: async_sessionmaker[AsyncSession], mailbox_id: str
+) -> Callable[[], Awaitable[int | None]]:
+    async def load() -> int | None:
+        return (await load_mailbox(sessionmaker, mailbox_id)).history_cursor
+
+    return load
+
+
 async def test_concurrent_burst_of_pushes_stores_once(
     live_service: LiveService,
     sandbox: RunningSandbox,
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     talk = await start_conversation(live_service, sandbox)
-    await wait_until(lambda: _settled(sessionmaker, talk.mailbox_id))
+    await talk.quiet(cursor_of(sessionmaker, talk.mailbox_id))
     sandbox.clear_calls()
     delivered = talk.reply("Burst.")["delivered"][0]
     history_id = int(
