@@ -6,9 +6,11 @@ import base64
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
+from sqlalchemy import Select, or_
+from sqlalchemy.orm import InstrumentedAttribute
 
 from app.errors import InvalidInput
 
@@ -23,6 +25,7 @@ class Keyed(Protocol):
 
 
 R = TypeVar("R", bound=Keyed)
+S = TypeVar("S", bound=Select[Any])
 
 
 class Page(BaseModel, Generic[T]):
@@ -52,3 +55,18 @@ def page_of(rows: Sequence[R], limit: int, to_item: Callable[[R], T]) -> Page[T]
         last = rows[limit - 1]
         next_cursor = encode_cursor(last.created_at, last.id)
     return Page[T](items=items, next_cursor=next_cursor)
+
+
+def newest_first(
+    query: S,
+    moment: InstrumentedAttribute[datetime],
+    key: InstrumentedAttribute[str],
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> S:
+    """Order by (moment, key) descending and start after a decoded cursor; the pair is
+    unique, so no row is skipped or repeated between pages."""
+    if after is not None:
+        at, item_id = after
+        query = query.where(or_(moment < at, (moment == at) & (key < item_id)))
+    return query.order_by(moment.desc(), key.desc()).limit(limit)

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import base64
 import json
+import math
 import os
 import random
 import secrets
@@ -114,7 +115,7 @@ class Figures:
 def percentile(samples: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(samples)
-    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(fraction * len(ordered))))
     return ordered[rank - 1]
 
 
@@ -482,7 +483,7 @@ async def measure_live(
         "PUBSUB_PUSH_AUDIENCE": f"{base}{WEBHOOK}",
         "OAUTH_REDIRECT_URI": f"{base}/v1/oauth/google/callback",
         "ALLOWED_RETURN_ORIGINS": RETURN_ORIGIN,
-        "DEFAULT_FROM_ADDRESS": "crm@bench.leadmail.test",
+        "DEFAULT_FROM_ADDRESS": "crm@bench.leadmail.example",
         "BACKGROUND_DUTIES": "true",
     }
     # The benchmark delivers every push itself, at the moment it measures from.
@@ -561,13 +562,13 @@ def render(figures: Figures, header: str) -> str:
         ("(f) service RSS (MB)", "rss_mb"),
     ]
     width = max(len(label) for label, _ in rows) + 2
-    lines = [header, "", f"{'figure':<{width}}{'measured':>10}  {'target':<14}notes"]
+    lines = [header, "", f"{'figure':<{width}}{'measured':>10}  {'target':<16}notes"]
     lines.append("-" * (width + 60))
     for label, key in rows:
         value = figures.values[key]
         shown = f"{value:g}"
         lines.append(
-            f"{label:<{width}}{shown:>10}  {_verdict(key, value):<14}{figures.notes.get(key, '')}"
+            f"{label:<{width}}{shown:>10}  {_verdict(key, value):<16}{figures.notes.get(key, '')}"
         )
     lines.append("")
     for label, detail in figures.details:

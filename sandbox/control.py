@@ -459,8 +459,12 @@ async def push_notifications(sandbox: Sandbox, request: Request, body: dict[str,
 
 
 async def push_fault(sandbox: Sandbox, request: Request, body: dict[str, Any]) -> Response:
+    email = body.get("email")
     sandbox.push.add_fault(
-        str(body.get("kind", "")), int(body.get("count", 1)), float(body.get("delay", 2.0))
+        str(body.get("kind", "")),
+        int(body.get("count", 1)),
+        float(body.get("delay", 2.0)),
+        str(email) if email else None,
     )
     return JSONResponse(
         {"items": [{"kind": f.kind, "remaining": f.remaining} for f in sandbox.push.faults]},

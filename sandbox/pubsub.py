@@ -84,6 +84,7 @@ class PushFault:
     kind: str
     remaining: int
     delay: float = 2.0
+    email: str | None = None  # only this mailbox's notifications; None: any
 
 
 class PushService:
@@ -261,7 +262,7 @@ class PushService:
         if self.emulator is not None:
             self._spawn(self._publish_to_emulator(notification, self.watches[email].topic))
             return
-        fault = self._take_fault()
+        fault = self._take_fault(email)
         held = self._held
         if fault is not None:
             notification.fault = fault.kind
@@ -303,21 +304,23 @@ class PushService:
             held.state = "pending"
             self._spawn(self._deliver(held))
 
-    def _take_fault(self) -> PushFault | None:
-        if not self.faults:
+    def _take_fault(self, email: str) -> PushFault | None:
+        fault = next((f for f in self.faults if f.email in (None, email)), None)
+        if fault is None:
             return None
-        fault = self.faults[0]
         fault.remaining -= 1
         if fault.remaining <= 0:
-            self.faults.pop(0)
+            self.faults.remove(fault)
         return fault
 
-    def add_fault(self, kind: str, count: int, delay: float = 2.0) -> None:
+    def add_fault(
+        self, kind: str, count: int, delay: float = 2.0, email: str | None = None
+    ) -> None:
         if kind not in PUSH_FAULT_KINDS:
             raise ValueError(f"unknown push fault {kind!r}; one of {sorted(PUSH_FAULT_KINDS)}")
         if count < 1:
             raise ValueError("count must be at least 1")
-        self.faults.append(PushFault(kind, count, delay))
+        self.faults.append(PushFault(kind, count, delay, email.lower() if email else None))
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)

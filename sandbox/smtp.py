@@ -45,7 +45,8 @@ class _Authenticator:
         ok = hmac.compare_digest(login, self._user) and hmac.compare_digest(
             password, self._password or ""
         )
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd answers 535 itself; handled=True would leave the client waiting.
+        return AuthResult(success=ok, handled=False)
 
 
 async def start_smtp(sandbox: Sandbox, sock: socket.socket) -> asyncio.Server:

@@ -356,10 +356,15 @@ class RunningSandbox:
     def clear_faults(self) -> None:
         self.request("DELETE", "/_sandbox/faults")
 
-    def push_fault(self, kind: str, count: int = 1, delay: float = 2.0) -> None:
-        """drop, duplicate, reorder or delay the next `count` push notifications."""
+    def push_fault(
+        self, kind: str, count: int = 1, delay: float = 2.0, email: str | None = None
+    ) -> None:
+        """drop, duplicate, reorder or delay the next `count` push notifications (of one
+        mailbox when `email` is given)."""
         self.request(
-            "POST", "/_sandbox/push/faults", {"kind": kind, "count": count, "delay": delay}
+            "POST",
+            "/_sandbox/push/faults",
+            {"kind": kind, "count": count, "delay": delay, "email": email},
         )
 
     def set_push_endpoint(
@@ -411,10 +416,15 @@ class RunningSandbox:
 
     # --- logs ------------------------------------------------------------------------------------
 
-    def calls(self, gmail_method: str | None = None) -> list[dict[str, Any]]:
+    def calls(
+        self, gmail_method: str | None = None, *, account: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The request log, optionally only one Gmail method and one mailbox's calls."""
         items: list[dict[str, Any]] = self.request("GET", "/_sandbox/calls")["items"]
         if gmail_method is not None:
             items = [c for c in items if c.get("gmail_method") == gmail_method]
+        if account is not None:
+            items = [c for c in items if c.get("account") == account.lower()]
         return items
 
     def clear_calls(self) -> None:

@@ -55,7 +55,7 @@ T = TypeVar("T")
 RETURN_ORIGIN = "http://crm.leadmail.test"
 RETURN_URL = f"{RETURN_ORIGIN}/settings/mailboxes"
 WEBHOOK_PATH = "/v1/webhooks/gmail"
-DEFAULT_FROM_ADDRESS = "crm@leadmail.test"
+DEFAULT_FROM_ADDRESS = "crm@leadmail.example"
 
 
 def loopback_client(**options: Any) -> httpx.AsyncClient:

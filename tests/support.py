@@ -16,6 +16,34 @@ import uvicorn
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
 
+# The contract's Message fields, plus `match_reason` (the README's addition).
+MESSAGE_FIELDS = frozenset(
+    {
+        "id",
+        "thread_id",
+        "lead_id",
+        "direction",
+        "status",
+        "sent_via",
+        "from_address",
+        "to",
+        "cc",
+        "subject",
+        "body_text",
+        "body_html",
+        "reply_text",
+        "created_at",
+        "sent_at",
+        "received_at",
+        "gmail_message_id",
+        "gmail_thread_id",
+        "rfc822_message_id",
+        "attachments",
+        "error",
+        "match_reason",
+    }
+)
+
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import new_id
 from app.mailboxes.models import Mailbox, MailboxStatus, OAuthState
+from app.pagination import newest_first
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +81,7 @@ class MailboxRepository:
             query = query.where(Mailbox.user_id == user_id)
         if status is not None:
             query = query.where(Mailbox.status == status)
-        if after is not None:
-            created, item_id = after
-            query = query.where(
-                or_(
-                    Mailbox.created_at < created,
-                    (Mailbox.created_at == created) & (Mailbox.id < item_id),
-                )
-            )
-        query = query.order_by(Mailbox.created_at.desc(), Mailbox.id.desc()).limit(limit)
+        query = newest_first(query, Mailbox.created_at, Mailbox.id, after, limit)
         return list(await self.session.scalars(query))
 
     async def by_address(self, email_address: str) -> builtins.list[Mailbox]:

@@ -36,3 +36,7 @@ class MailboxOut(BaseModel):
     watch_expires_at: datetime | None
     last_push_at: datetime | None
     last_synced_at: datetime | None
+    # Beyond the contract's fields, so the frontend can show why mail is late.
+    sync_error: str | None = None
+    recovered_messages: int = 0
+    last_recovery_at: datetime | None = None

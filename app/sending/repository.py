@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.pagination import newest_first
 from app.threads.models import Direction, Message, MessageStatus, Thread
 
 
@@ -85,15 +86,7 @@ class SendingRepository:
             query = query.where(Message.status == status)
         if mailbox_id is not None:
             query = query.where(Message.mailbox_id == mailbox_id)
-        if after is not None:
-            created, item_id = after
-            query = query.where(
-                or_(
-                    Message.created_at < created,
-                    (Message.created_at == created) & (Message.id < item_id),
-                )
-            )
-        query = query.order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
+        query = newest_first(query, Message.created_at, Message.id, after, limit)
         return list(await self.session.scalars(query))
 
     async def stale_queued(self, before: datetime, limit: int) -> Sequence[tuple[str, datetime]]:

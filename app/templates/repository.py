@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.pagination import newest_first
 from app.templates.models import Template
 
 
@@ -20,15 +21,7 @@ class TemplateRepository:
         self, org_id: str, limit: int, after: tuple[datetime, str] | None
     ) -> list[Template]:
         query = select(Template).where(Template.org_id == org_id)
-        if after is not None:
-            created, item_id = after
-            query = query.where(
-                or_(
-                    Template.created_at < created,
-                    (Template.created_at == created) & (Template.id < item_id),
-                )
-            )
-        query = query.order_by(Template.created_at.desc(), Template.id.desc()).limit(limit)
+        query = newest_first(query, Template.created_at, Template.id, after, limit)
         return list(await self.session.scalars(query))
 
     async def add(self, template: Template) -> Template:

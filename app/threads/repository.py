@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.pagination import newest_first
 from app.threads.models import Direction, Message, Thread
 
 
@@ -26,15 +27,7 @@ class ThreadRepository:
     ) -> list[Thread]:
         """Most recent activity first; keyset on (last_message_at, id)."""
         query = select(Thread).where(Thread.org_id == org_id, Thread.lead_id == lead_id)
-        if after is not None:
-            last_at, thread_id = after
-            query = query.where(
-                or_(
-                    Thread.last_message_at < last_at,
-                    (Thread.last_message_at == last_at) & (Thread.id < thread_id),
-                )
-            )
-        query = query.order_by(Thread.last_message_at.desc(), Thread.id.desc()).limit(limit)
+        query = newest_first(query, Thread.last_message_at, Thread.id, after, limit)
         return list(await self.session.scalars(query))
 
     async def messages_of(self, thread_ids: Collection[str]) -> dict[str, list[Message]]:

@@ -49,6 +49,9 @@ class MessageOut(BaseModel):
     rfc822_message_id: str | None
     attachments: list[AttachmentOut]
     error: str | None
+    # Beyond the contract: why a message from a thread the service did not start is on
+    # the lead (MATCH_REPLIES_BY_REFERENCES): "in_reply_to" or "references".
+    match_reason: str | None = None
 
     @classmethod
     def from_model(cls, message: Message) -> MessageOut:
@@ -74,6 +77,7 @@ class MessageOut(BaseModel):
             rfc822_message_id=message.rfc822_message_id,
             attachments=[AttachmentOut.from_stored(item) for item in message.attachments or []],
             error=message.error,
+            match_reason=message.match_reason,
         )
 
 

@@ -129,6 +129,10 @@ async def test_connect_links_an_active_watched_mailbox(
         "watch_expires_at",
         "last_push_at",
         "last_synced_at",
+        # sync health beyond the contract (README, "Sync")
+        "sync_error",
+        "recovered_messages",
+        "last_recovery_at",
     }
     assert shown["id"] == mailbox_id
     assert shown["email_address"] == email

@@ -74,7 +74,7 @@ def advance(sandbox: RunningSandbox, seconds: float) -> datetime:
 
 
 def watch_calls(sandbox: RunningSandbox, email: str) -> int:
-    return len([c for c in sandbox.calls("gmail.users.watch") if c.get("account") == email.lower()])
+    return len(sandbox.calls("gmail.users.watch", account=email))
 
 
 def _metric(name: str, **labels: str) -> float:

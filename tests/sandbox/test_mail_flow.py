@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.testing import RunningSandbox, SandboxControlError
+from sandbox.testing import RunningSandbox, SandboxControlError, run_sandbox
 from tests.sandbox.conftest import unique_email
 from tests.sandbox.gmail_client import gmail_service, raw_of, simple_mail
 
@@ -173,3 +173,15 @@ def test_smtp_without_auth_is_accepted(google: RunningSandbox) -> None:
     with smtplib.SMTP("127.0.0.1", google.smtp_port, timeout=5) as client:
         client.sendmail("a@crm.test", ["b@outside.test"], "Subject: x\r\n\r\ny\r\n")
     assert google.outgoing(via="smtp")[0]["external"] == ["b@outside.test"]
+
+
+def test_smtp_with_configured_credentials_refuses_a_wrong_password_at_once() -> None:
+    with run_sandbox(smtp_user="relay", smtp_password="s3cret", log_level="error") as google:
+        with smtplib.SMTP("127.0.0.1", google.smtp_port, timeout=5) as client:
+            with pytest.raises(smtplib.SMTPAuthenticationError) as caught:
+                client.login("relay", "wrong")
+            assert caught.value.smtp_code == 535
+        with smtplib.SMTP("127.0.0.1", google.smtp_port, timeout=5) as client:
+            client.login("relay", "s3cret")
+            refused = client.sendmail("a@crm.test", ["b@outside.test"], "Subject: x\r\n\r\ny\r\n")
+        assert refused == {}

@@ -241,6 +241,24 @@ def test_22_drop_fault_sends_nothing(google: RunningSandbox, push_receiver: Push
     assert google.notifications()[0]["state"] == "dropped"
 
 
+def test_22_fault_scoped_to_one_mailbox_spares_the_others(
+    google: RunningSandbox, push_receiver: PushReceiver
+) -> None:
+    email, gmail = _watched(google, push_receiver)
+    other = google.create_account(unique_email("other"), "Otto Other")
+    other_gmail = gmail_service(google, google.grant(other, ["gmail.modify"]))
+    other_gmail.users().watch(userId="me", body={"topicName": google.topic()}).execute()
+    google.push_fault("drop", email=email)
+    google.advance_clock(2)
+    _send(other_gmail, other)
+    _send(gmail, email)
+    push_receiver.wait_for(1)
+    pushes = push_receiver.settle()
+    assert "dropped" in [n["state"] for n in google.notifications(email)]
+    assert all(n["state"] == "acked" for n in google.notifications(other))
+    assert other in {_data(push)["emailAddress"] for push in pushes}
+
+
 def test_22_delay_fault_holds_a_push_back(
     google: RunningSandbox, push_receiver: PushReceiver
 ) -> None:

@@ -104,11 +104,7 @@ def sends_from(sandbox: RunningSandbox, email: str) -> list[dict[str, Any]]:
 
 def gmail_calls(sandbox: RunningSandbox, email: str, method: str = "messages.send") -> list[int]:
     """Statuses of the Gmail calls of one kind the sandbox answered for one mailbox."""
-    return [
-        call["status"]
-        for call in sandbox.calls(f"gmail.users.{method}")
-        if call.get("account") == email
-    ]
+    return [call["status"] for call in sandbox.calls(f"gmail.users.{method}", account=email)]
 
 
 def problem(response: httpx.Response, status: int) -> dict[str, Any]:

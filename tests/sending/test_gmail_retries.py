@@ -88,9 +88,7 @@ async def test_server_errors_are_retried_after_checking_nothing_went_out(
     assert gmail_calls(sandbox, rep.email) == [500, 503, 200]
     # Before each retry the mailbox was searched for the Message-ID: a 5xx may come
     # after Gmail took the message, and sending it again would duplicate it.
-    searches = [
-        c for c in sandbox.calls("gmail.users.messages.list") if c.get("account") == rep.email
-    ]
+    searches = sandbox.calls("gmail.users.messages.list", account=rep.email)
     assert len(searches) == 2
     assert all("rfc822msgid" in c["query"] for c in searches)
     assert _sends("gmail", "sent") == sent_before + 1

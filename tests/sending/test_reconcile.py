@@ -93,9 +93,7 @@ async def test_a_send_gmail_took_before_the_crash_is_recorded_not_resent(
     assert (row.status, row.sent_via) == ("sent", "gmail")
     assert (row.gmail_message_id, row.gmail_thread_id) == (in_gmail["id"], in_gmail["threadId"])
     assert gmail_calls(sandbox, rep.email) == []  # looked up, never sent again
-    searches = [
-        c for c in sandbox.calls("gmail.users.messages.list") if c.get("account") == rep.email
-    ]
+    searches = sandbox.calls("gmail.users.messages.list", account=rep.email)
     assert len(searches) == 1 and "rfc822msgid" in searches[0]["query"]
     async with sessionmaker() as session:
         thread = await session.get(Thread, row.thread_id)

@@ -20,33 +20,9 @@ from tests.sending.helpers import (
     raw_of,
     send,
 )
-from tests.support import bearer, unique
+from tests.support import MESSAGE_FIELDS, bearer, unique
 
 Sessions = async_sessionmaker[AsyncSession]
-
-MESSAGE_FIELDS = {
-    "id",
-    "thread_id",
-    "lead_id",
-    "direction",
-    "status",
-    "sent_via",
-    "from_address",
-    "to",
-    "cc",
-    "subject",
-    "body_text",
-    "body_html",
-    "reply_text",
-    "created_at",
-    "sent_at",
-    "received_at",
-    "gmail_message_id",
-    "gmail_thread_id",
-    "rfc822_message_id",
-    "attachments",
-    "error",
-}
 
 
 async def test_a_send_leaves_from_the_reps_gmail_as_correct_mime(

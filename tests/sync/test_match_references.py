@@ -108,6 +108,7 @@ class TestSwitchOn:
         assert message["direction"] == "inbound"
         assert message["gmail_message_id"] == split["id"]
         assert message["reply_text"] == "Replying under a new subject."
+        assert message["match_reason"] == "in_reply_to"
         assert len(metadata_gets(sandbox, split["id"])) == 1  # headers first, then the body
         assert len(gmail_gets(sandbox, split["id"])) == 2
 
@@ -119,7 +120,7 @@ class TestSwitchOn:
     ) -> None:
         talk = await start_conversation(live_service, sandbox)
         # A mail that went out through the default sender, Reply-To the rep.
-        ours = f"<{unique('default')}@leadmail.test>"
+        ours = f"<{unique('default')}@leadmail.example>"
         async with sessionmaker() as session:
             thread = Thread(
                 org_id=talk.org_id,
@@ -140,7 +141,7 @@ class TestSwitchOn:
                     direction=Direction.OUTBOUND,
                     status=MessageStatus.SENT,
                     sent_via=SentVia.DEFAULT,
-                    from_address="crm@leadmail.test",
+                    from_address="crm@leadmail.example",
                     reply_to=talk.rep,
                     to=[talk.customer],
                     subject="Pricing",
@@ -169,6 +170,8 @@ class TestSwitchOn:
         assert body["mailbox_id"] == talk.mailbox_id
         assert body["messages"][1]["gmail_message_id"] == answer["id"]
         assert body["messages"][1]["reply_text"] == "Looks fair."
+        assert body["messages"][1]["match_reason"] == "in_reply_to"
+        assert body["messages"][0]["match_reason"] is None
         async with sessionmaker() as session:
             stored = await session.get(Message, body["messages"][1]["id"])
             assert stored is not None

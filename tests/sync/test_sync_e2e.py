@@ -150,9 +150,9 @@ async def test_duplicate_and_reordered_pushes_store_each_reply_once(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     talk = await start_conversation(live_service, sandbox)
-    sandbox.push_fault("duplicate", count=2)
+    sandbox.push_fault("duplicate", count=2, email=talk.rep)
     first = talk.reply("First answer.")["delivered"][0]["id"]
-    sandbox.push_fault("reorder", count=2)
+    sandbox.push_fault("reorder", count=2, email=talk.rep)
     second = talk.reply("Second answer.")["delivered"][0]["id"]
     third = talk.reply("Third answer.")["delivered"][0]["id"]
 
@@ -174,7 +174,7 @@ async def test_dropped_push_is_found_by_the_safety_sync(
 ) -> None:
     talk = await start_conversation(live_service, sandbox)
     await talk.quiet(cursor_of(sessionmaker, talk.mailbox_id))
-    sandbox.push_fault("drop", count=1)
+    sandbox.push_fault("drop", count=1, email=talk.rep)
     talk.reply("Did this one get lost?")
     await asyncio.sleep(0.5)
     assert len((await talk.thread())["messages"]) == 1  # no push, no sync
@@ -238,4 +238,4 @@ async def test_concurrent_burst_of_pushes_stores_once(
     assert await stored_copies(sessionmaker, delivered["id"]) == 1
     assert len(gmail_gets(sandbox, delivered["id"])) == 1
     # 51 notifications (ours and the sandbox's) for one change: one or two history walks.
-    assert 1 <= len(sandbox.calls("gmail.users.history.list")) <= 2
+    assert 1 <= len(sandbox.calls("gmail.users.history.list", account=talk.rep)) <= 2

@@ -117,9 +117,11 @@ async def test_history_gap_recovery_rereads_only_known_threads(
     assert mailbox.recovered_messages == 1
     assert mailbox.last_recovery_at is not None
     assert mailbox.history_cursor is not None and mailbox.history_cursor >= history_id
+    shown = await talk.mailbox()
+    assert shown["recovered_messages"] == 1 and shown["last_recovery_at"] is not None
     # Only the known thread was re-read: no full import, nothing untracked fetched.
-    assert len(sandbox.calls("gmail.users.threads.get")) == 1
-    assert sandbox.calls("gmail.users.messages.list") == []
+    assert len(sandbox.calls("gmail.users.threads.get", account=talk.rep)) == 1
+    assert sandbox.calls("gmail.users.messages.list", account=talk.rep) == []
     assert gmail_gets(sandbox, untracked["delivered"][0]["id"]) == []
 
     # Afterwards incremental sync resumes from the new cursor.
@@ -152,6 +154,7 @@ async def test_rate_limit_on_history_backs_off_until_the_stated_time(
     assert mailbox.sync_retry_at is not None
     assert (mailbox.sync_retry_at - utcnow()).total_seconds() > 0.5  # Gmail said 1 s
     assert "RateLimited" in (mailbox.sync_error or "")
+    assert (await talk.mailbox())["sync_error"] == mailbox.sync_error  # shown to the frontend
     early = await sync_now(live_service, talk.mailbox_id)
     assert early.passes == []  # not before the stated time
 
@@ -249,7 +252,7 @@ async def test_notification_ahead_of_history_is_retried_not_looped(
 
     # History does not show the change yet: one walk, then a pause, not a busy loop.
     assert [report.outcome for report in first.passes] == [PassOutcome.SYNCED]
-    assert len(sandbox.calls("gmail.users.history.list")) == 1
+    assert len(sandbox.calls("gmail.users.history.list", account=talk.rep)) == 1
     assert len((await talk.thread())["messages"]) == 1
 
     async def visible() -> bool:

@@ -8,7 +8,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import utcnow
-from tests.support import bearer, unique
+from tests.support import MESSAGE_FIELDS, bearer, unique
 from tests.sync.factories import make_mailbox, make_thread
 
 THREAD_KEYS = {
@@ -22,29 +22,6 @@ THREAD_KEYS = {
     "last_message_at",
     "message_count",
     "messages",
-}
-MESSAGE_KEYS = {
-    "id",
-    "thread_id",
-    "lead_id",
-    "direction",
-    "status",
-    "sent_via",
-    "from_address",
-    "to",
-    "cc",
-    "subject",
-    "body_text",
-    "body_html",
-    "reply_text",
-    "created_at",
-    "sent_at",
-    "received_at",
-    "gmail_message_id",
-    "gmail_thread_id",
-    "rfc822_message_id",
-    "attachments",
-    "error",
 }
 
 
@@ -85,7 +62,7 @@ async def test_lead_threads_most_recent_first_with_messages_oldest_first(
     assert first["message_count"] == 3
     assert [m["body_text"] for m in first["messages"]] == ["message 0", "message 1", "message 2"]
     assert [m["direction"] for m in first["messages"]] == ["outbound", "inbound", "outbound"]
-    assert set(first["messages"][0]) == MESSAGE_KEYS
+    assert set(first["messages"][0]) == MESSAGE_FIELDS
     assert first["messages"][1]["status"] == "received"
     assert first["messages"][1]["received_at"] is not None
     assert all(m["thread_id"] == older.id and m["lead_id"] == lead for m in first["messages"])
