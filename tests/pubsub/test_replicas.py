@@ -165,6 +165,7 @@ async def test_two_replicas_share_one_subscription_and_store_each_reply_once(
         for replica in (first, second):
             assert replica.stop() in {0, -signal.SIGTERM}
             log = replica.output()
+            assert "pubsub.pull.started" in log, log[-4000:]
             assert "pubsub.pull.stopped" in log, log[-4000:]  # the lifespan shut it down
             assert "Traceback" not in log, log[-4000:]
             assert "Application shutdown complete." in log, log[-4000:]
@@ -187,4 +188,7 @@ async def test_two_replicas_share_one_subscription_and_store_each_reply_once(
     await engine.dispose()
     assert copies == {reply_id: 1 for reply_id in reply_ids}
     assert inbound == CONVERSATIONS
-    assert all(count > 0 for count in taken), f"one replica took nothing: {taken}"
+    # Pub/Sub spreads messages over streaming-pull clients as it likes (the emulator often
+    # gives a short run to one stream), so which replica took them is not asserted; that
+    # both were pulling from the one subscription is.
+    assert sum(taken) >= CONVERSATIONS, taken
