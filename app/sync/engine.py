@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -21,10 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import session_scope, utcnow
+from app.db import utcnow
 from app.leases import acquire_lease, release_lease
 from app.mailboxes.models import Mailbox, MailboxStatus
 from app.metrics import CURSOR_LAG, SYNC_LAG, SYNC_PASSES
@@ -207,20 +207,14 @@ class SyncEngine:
     async def _note_ahead(self, mailbox_id: str, pending: int, cursor: int) -> None:
         """The pass reached Gmail's current history id, yet a notification names a later
         one: Gmail may not show a change in history yet. Retry with back-off; after a
-        few tries forget the hint (the safety sync remains)."""
+        few tries wait for a newer notification or the safety sync. The pending id stays
+        as it is (it only ever rises), so the hint is parked, not lost."""
         ahead = self._ahead.get(mailbox_id)
         attempts = ahead.attempts + 1 if ahead and ahead.pending == pending else 1
         if attempts > self._ahead_attempts:
-            self._ahead.pop(mailbox_id, None)
-            async with session_scope(self._sessionmaker) as session:
-                await session.execute(
-                    update(Mailbox)
-                    .where(Mailbox.id == mailbox_id, Mailbox.pending_history_id == pending)
-                    .values(pending_history_id=cursor)
-                    .execution_options(synchronize_session=False)
-                )
+            self._ahead[mailbox_id] = _Ahead(pending, attempts, math.inf)
             logger.warning(
-                "gmail.history.notification_dropped",
+                "gmail.history.notification_parked",
                 extra={"mailbox_id": mailbox_id, "pending": pending, "cursor": cursor},
             )
             return

@@ -141,11 +141,20 @@ class NotificationRecorder:
     async def record(self, email_address: str, history_id: int) -> IntakeResult:
         future: asyncio.Future[IntakeResult] = asyncio.get_running_loop().create_future()
         self._queue.append(_Waiting(email_address, history_id, future))
-        if len(self._flushers) < self._max_in_flight:
+        self._start_flusher()
+        return await future
+
+    def _start_flusher(self) -> None:
+        if self._queue and len(self._flushers) < self._max_in_flight:
             flusher = asyncio.create_task(self._flush_all(), name="push-intake-commit")
             self._flushers.add(flusher)
-            flusher.add_done_callback(self._flushers.discard)
-        return await future
+            flusher.add_done_callback(self._flusher_done)
+
+    def _flusher_done(self, flusher: asyncio.Task[None]) -> None:
+        self._flushers.discard(flusher)
+        # Pushes that queued while this flusher was giving up its connection (or after a
+        # failed batch) would otherwise wait for the next push to come along.
+        self._start_flusher()
 
     async def _flush_all(self) -> None:
         try:

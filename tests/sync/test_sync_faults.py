@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import utcnow
+from app.db import session_scope, utcnow
 from app.mailboxes.models import Mailbox
-from app.sync.engine import SyncRun
+from app.sync.engine import SyncEngine, SyncRun
+from app.sync.intake import record_notification
 from app.sync.service import PassOutcome
 from sandbox.testing import RunningSandbox
 from tests.harness import LiveService
@@ -261,3 +262,43 @@ async def test_notification_ahead_of_history_is_retried_not_looped(
         return messages[-1]["gmail_message_id"] == gmail_id
 
     await wait_until(visible, timeout=5.0, interval=0.2)
+
+
+async def test_a_notification_history_never_shows_is_parked_not_lowered(
+    live_service: LiveService,
+    sandbox: RunningSandbox,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    talk = await settled_conversation(live_service, sandbox, sessionmaker)
+    cursor = (await load(sessionmaker, talk.mailbox_id)).history_cursor
+    assert cursor is not None
+    phantom = cursor + 10_000  # a hint Gmail's history will not reach
+    async with session_scope(sessionmaker) as session:
+        await record_notification(session, talk.rep, phantom)
+
+    async def engine_of_one_retry() -> SyncEngine:
+        state = live_service.app.state
+        return SyncEngine(state.sessionmaker, state.mailbox_access, ahead_attempts=1)
+
+    engine = await live_service.run(engine_of_one_retry())
+
+    async def sync() -> SyncRun:
+        return await live_service.run(engine.sync_mailbox(talk.mailbox_id))
+
+    sandbox.clear_calls()
+    assert [r.outcome for r in (await sync()).passes] == [PassOutcome.SYNCED]
+    assert (await sync()).passes == []  # backing off, not looping
+    await asyncio.sleep(1.3)  # the first back-off (1 s, jittered)
+    assert [r.outcome for r in (await sync()).passes] == [PassOutcome.SYNCED]
+    # Given up: parked until something new arrives, and never lowered.
+    assert (await sync()).passes == []
+    assert len(sandbox.calls("gmail.users.history.list", account=talk.rep)) == 2
+    assert (await load(sessionmaker, talk.mailbox_id)).pending_history_id == phantom
+
+    # A newer notification (a real reply, higher still) is synced at once.
+    gmail_id = talk.reply("Past the phantom.")["delivered"][0]["id"]
+    async with session_scope(sessionmaker) as session:
+        await record_notification(session, talk.rep, phantom + 1)
+    run = await sync()
+    assert run.passes and run.passes[0].outcome is PassOutcome.SYNCED
+    assert (await talk.thread())["messages"][-1]["gmail_message_id"] == gmail_id
