@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import problem
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -52,6 +53,12 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 access_log = logging.getLogger("leadmail.http")
+logger = logging.getLogger("leadmail.request")
+# Metric labels stay bounded whatever verb a client invents.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Machine traffic: Pub/Sub pushes (thousands a second at peak), probes and scrapes. Their
+# successes are counted in the metrics and logged at DEBUG; failures stay at INFO.
+QUIET_ROUTES = frozenset({"/v1/webhooks/gmail", "/healthz", "/readyz", "/metrics"})
 
 
 class RequestContextMiddleware:
@@ -72,11 +79,13 @@ class RequestContextMiddleware:
         request_id = incoming if incoming and len(incoming) <= 128 else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         status = 500
+        responded = False
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
+                responded = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
@@ -85,15 +94,24 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Rendered here rather than by Starlette's outermost handler, so that the
+            # log line and the answer still carry the request id.
+            logger.exception("request.unhandled_error")
+            if responded:
+                raise
+            await problem(500, "an unexpected error occurred")(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             HTTP_REQUESTS.labels(template, method, str(status)).inc()
             HTTP_LATENCY.labels(template, method).observe(elapsed)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
+            level = logging.DEBUG if template in QUIET_ROUTES and status < 400 else logging.INFO
+            if access_log.isEnabledFor(level):
+                access_log.log(
+                    level,
                     "http.request",
                     extra={
                         "method": method,

@@ -113,10 +113,13 @@ class _Waiting:
 class NotificationRecorder:
     """Group commit for notifications.
 
-    Pushes that arrive together share a transaction: a flusher waits a moment for
-    company, takes what has queued, commits it in one transaction and only then answers
-    each caller, so `record()` returns once its own notification is durable. Up to
-    `max_in_flight` flushers run at once, so new pushes need not wait for the commit in
+    Pushes that arrive together share a transaction: a flusher takes what has queued,
+    commits it in one transaction and only then answers each caller, so `record()`
+    returns once its own notification is durable. While one commit waits for the
+    disk, the pushes arriving meanwhile queue up for the next, so batches grow with the
+    load without anyone waiting on a timer (`gather_seconds`, off by default: a push's
+    answer is bound by the commit's latency, not by CPU). Up to `max_in_flight`
+    flushers run at once, so new pushes need not wait for the commit in
     progress. A failed transaction is retried push by push, so one bad row fails only
     its own caller (answered 503; Pub/Sub redelivers).
     """
@@ -127,8 +130,8 @@ class NotificationRecorder:
         on_recorded: Callable[[Sequence[str]], None] | None = None,
         *,
         max_batch: int = 500,
-        gather_seconds: float = 0.002,
-        max_in_flight: int = 2,
+        gather_seconds: float = 0.0,
+        max_in_flight: int = 4,
     ) -> None:
         self._engine = engine
         self._on_recorded = on_recorded

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import io
+import json
+import logging
 import time
 
 import httpx
 import jwt
 import pytest
+from fastapi import FastAPI
 
+from app.observability import JsonFormatter
 from tests.support import JWT_SECRET, bearer, unique
 
 
@@ -83,3 +88,38 @@ async def test_framework_errors_are_problem_json(client: httpx.AsyncClient) -> N
         headers={**headers, "content-type": "application/json"},
     )
     _assert_problem(malformed, 422)
+
+
+async def test_an_unexpected_error_is_a_500_problem_that_keeps_the_request_id(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    async def explode() -> None:
+        raise RuntimeError("secret internals")
+
+    app.add_api_route("/v1/_explode", explode)
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger("leadmail.request").addHandler(handler)
+    try:
+        response = await client.get("/v1/_explode", headers={"X-Request-ID": "req-boom-1"})
+    finally:
+        logging.getLogger("leadmail.request").removeHandler(handler)
+    body = _assert_problem(response, 500)
+    assert response.headers["x-request-id"] == "req-boom-1"
+    assert "secret internals" not in response.text  # details go to the log only
+    assert body["detail"] == "an unexpected error occurred"
+    [line] = [json.loads(line) for line in captured.getvalue().splitlines()]
+    assert line["event"] == "request.unhandled_error"
+    assert line["request_id"] == "req-boom-1"
+    assert "secret internals" in line["exc"]
+
+
+async def test_an_invented_http_method_does_not_mint_a_metric_series(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.request("FROBNICATE", "/healthz")
+    assert response.status_code == 405
+    metrics = (await client.get("/metrics")).text
+    assert 'method="FROBNICATE"' not in metrics
+    assert 'leadmail_http_requests_total{method="OTHER",route="/healthz",status="405"}' in metrics
