@@ -2,11 +2,14 @@
 
 `smtp://host[:port]` talks plain SMTP and upgrades with STARTTLS when the server offers
 it; `smtps://host[:port]` is TLS from the first byte (implicit TLS, RFC 8314).
-`user:pass@` in the URL turns on AUTH. Without a port, 25 and 465.
+`user:pass@` in the URL turns on AUTH, and then, unless the relay is on loopback,
+STARTTLS is required: a relay that does not offer it (or an attacker who strips the
+offer) never sees the password. Without a port, 25 and 465.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,10 +39,29 @@ class SmtpTarget:
     username: str | None = None
     password: str | None = None
 
+    @property
+    def start_tls(self) -> bool | None:
+        """aiosmtplib's `start_tls`: False for implicit TLS; True (required) when a
+        password would otherwise cross the network in clear; None: when offered."""
+        if self.implicit_tls:
+            return False
+        if self.username is not None and not _is_loopback(self.hostname):
+            return True
+        return None
+
     def __repr__(self) -> str:  # the password stays out of logs and tracebacks
         auth = f"{self.username}:***@" if self.username else ""
         scheme = "smtps" if self.implicit_tls else "smtp"
         return f"SmtpTarget({scheme}://{auth}{self.hostname}:{self.port})"
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_smtp_url(url: str) -> SmtpTarget:
@@ -97,8 +119,7 @@ class DefaultSender:
                 username=target.username,
                 password=target.password,
                 use_tls=target.implicit_tls,
-                # None: STARTTLS exactly when the server offers it (smtp:// only).
-                start_tls=False if target.implicit_tls else None,
+                start_tls=target.start_tls,
                 tls_context=self._tls_context,
                 timeout=self._timeout,
             )
@@ -115,6 +136,12 @@ class DefaultSender:
         except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError) as exc:
             raise SmtpDeliveryError(f"cannot reach the relay: {exc}", retryable=True) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
+            if target.start_tls and "STARTTLS extension not supported" in str(exc):
+                raise SmtpDeliveryError(
+                    "the relay does not offer STARTTLS, and the credentials in "
+                    "DEFAULT_SMTP_URL are never sent in clear (use smtps:// or a TLS relay)",
+                    retryable=False,
+                ) from exc
             # A drop after DATA may still have delivered: not retried, to avoid duplicates.
             raise SmtpDeliveryError(
                 f"SMTP failed: {type(exc).__name__}: {exc}", retryable=False

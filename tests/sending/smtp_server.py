@@ -138,8 +138,9 @@ def smtp_relay(
     implicit_tls: Certificate | None = None,
     starttls: Certificate | None = None,
     credentials: tuple[str, str] | None = None,
+    hostname: str = "127.0.0.1",
 ) -> Iterator[tuple[Relay, int]]:
-    """Run a relay on a free loopback port; yields (what it saw, its port)."""
+    """Run a relay on a free port (loopback unless told); yields (what it saw, its port)."""
     relay = Relay()
     port = free_port()
     kwargs: dict[str, Any] = {"decode_data": False}
@@ -152,7 +153,7 @@ def smtp_relay(
         kwargs["auth_require_tls"] = starttls is not None
     controller = Controller(
         relay,
-        hostname="127.0.0.1",
+        hostname=hostname,
         port=port,
         ssl_context=implicit_tls.server_context() if implicit_tls is not None else None,
         **kwargs,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -155,3 +156,44 @@ async def test_an_unreachable_relay_is_retryable() -> None:
     with pytest.raises(SmtpDeliveryError) as failure:
         await sender.send(_message(), ["lead@customer.example"])
     assert failure.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("url", "start_tls"),
+    [
+        ("smtps://u:p@relay.example", False),
+        ("smtp://relay.example:25", None),  # no password to protect: STARTTLS when offered
+        ("smtp://u:p@relay.example:587", True),
+        ("smtp://u:p@192.0.2.7:587", True),
+        ("smtp://u:p@127.0.0.1:2525", None),  # never leaves the machine
+        ("smtp://u:p@localhost:2525", None),
+        ("smtp://u:p@[::1]:2525", None),
+    ],
+)
+def test_credentials_never_go_over_the_network_without_tls(
+    url: str, start_tls: bool | None
+) -> None:
+    assert parse_smtp_url(url).start_tls is start_tls
+
+
+def _non_loopback_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # picks a route; sends nothing
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
+async def test_a_relay_that_hides_starttls_never_sees_the_password() -> None:
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    # No STARTTLS on offer, as when an attacker strips it from the EHLO answer.
+    with smtp_relay(credentials=("mailer", "s3cret"), hostname=address) as (relay, port):
+        sender = DefaultSender(f"smtp://mailer:s3cret@{address}:{port}", FROM)
+        with pytest.raises(SmtpDeliveryError) as failure:
+            await sender.send(_message(), ["lead@customer.example"])
+    assert "STARTTLS" in str(failure.value) and not failure.value.retryable
+    assert relay.logins == []
