@@ -8,8 +8,11 @@ COPY sandbox ./sandbox
 RUN /venv/bin/pip install --no-cache-dir --upgrade pip && /venv/bin/pip install --no-cache-dir .
 
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --home-dir /srv leadmail
+RUN useradd --system --uid 10001 --home-dir /srv leadmail \
+  && mkdir -p /srv/var && chown leadmail /srv/var
 WORKDIR /srv
+# The default DATABASE_URL is a SQLite file under ./var; mount a volume there to keep it.
+VOLUME /srv/var
 COPY --from=build /venv /venv
 COPY alembic.ini ./
 COPY migrations ./migrations

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated
 
+from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -75,6 +76,14 @@ class Settings(BaseSettings):
     def _require_a_key(cls, value: list[SecretStr]) -> list[SecretStr]:
         if not value:
             raise ValueError("at least one Fernet key is required")
+        for position, key in enumerate(value, start=1):
+            try:
+                Fernet(key.get_secret_value())
+            except (ValueError, TypeError):
+                # The key itself stays out of the message: this line goes to the log.
+                raise ValueError(
+                    f"key {position} is not a Fernet key (32 url-safe base64-encoded bytes)"
+                ) from None
         return value
 
 
