@@ -31,7 +31,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.crypto import TokenCipher
+from app.crypto import TokenCipher, TokenCipherError
 from app.db import session_scope, utcnow
 from app.google import (
     AccessToken,
@@ -65,6 +65,10 @@ GmailCall = Callable[[GmailSession], Awaitable[T]]
 # Refresh a little before Google's expiry, so a token never dies in flight
 # (google-auth itself treats tokens as expired 3 min 45 s early).
 REFRESH_MARGIN = timedelta(minutes=5)
+UNDECRYPTABLE_REASON = (
+    "the stored refresh token cannot be decrypted with TOKEN_ENCRYPTION_KEYS "
+    "(its key was retired before re-encryption); connect the mailbox again"
+)
 
 # Quota units per Gmail method under the regime for projects created from May 2026
 # (GOOGLE.md §3.4); keys are the adapter's method names.
@@ -228,7 +232,18 @@ class MailboxAccess:
             encrypted = current.refresh_token_encrypted
             assert encrypted is not None
             try:
-                fresh = await self._refresh_with_retries(mailbox.id, self.cipher.decrypt(encrypted))
+                refresh_token = self.cipher.decrypt(encrypted)
+            except TokenCipherError:
+                # No configured key opens it (one was retired before `rotate-keys` ran):
+                # as unusable as a revoked grant, and only a reconnect mends it.
+                logger.error("mailbox.token_undecryptable", extra={"mailbox_id": mailbox.id})
+                reason = UNDECRYPTABLE_REASON
+                if await self._mark_disconnected(mailbox.id, reason, only_if_token=encrypted):
+                    _mark_object_disconnected(mailbox, reason)
+                    raise MailboxDisconnected(mailbox.id, reason) from None
+                continue
+            try:
+                fresh = await self._refresh_with_retries(mailbox.id, refresh_token)
             except InvalidGrant as exc:
                 reason = invalid_grant_reason(exc)
                 if await self._mark_disconnected(mailbox.id, reason, only_if_token=encrypted):

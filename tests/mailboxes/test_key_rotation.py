@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.__main__ import rotate_keys
 from app.crypto import TokenCipher, TokenCipherError
 from app.google import GmailSession, Profile
-from app.mailboxes.access import MailboxAccess
+from app.mailboxes.access import UNDECRYPTABLE_REASON, MailboxAccess, MailboxDisconnected
 from app.mailboxes.models import Mailbox
 from sandbox.testing import RunningSandbox
 from tests.conftest import empty_database, run_alembic
@@ -70,3 +70,31 @@ async def test_a_new_first_key_and_rotate_keys_retire_the_old_key(
             finally:
                 await access.aclose()
     assert profile.email_address == email
+
+
+async def test_a_token_no_configured_key_opens_disconnects_the_mailbox_with_the_reason(
+    live_service: LiveService,
+    sandbox: RunningSandbox,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    linked = await link_mailbox(
+        live_service, sandbox, org_id=unique("org"), user_id=unique("user"), email=unique_email()
+    )
+    # The key that encrypted the token was retired without `rotate-keys`.
+    other_key = Fernet.generate_key().decode()
+    settings = live_service.settings.model_copy(update={"token_encryption_keys": [other_key]})
+    async with sessionmaker() as session:
+        mailbox = await session.get(Mailbox, linked["id"])
+        assert mailbox is not None
+    async with loopback_client() as http:
+        access = MailboxAccess(settings, http, sessionmaker, TokenCipher([other_key]))
+        try:
+            with pytest.raises(MailboxDisconnected) as refused:
+                await access.call(mailbox, _profile)
+        finally:
+            await access.aclose()
+    assert refused.value.reason == UNDECRYPTABLE_REASON
+    async with sessionmaker() as session:
+        stored = await session.get(Mailbox, linked["id"])
+        assert stored is not None
+        assert (stored.status, stored.disconnect_reason) == ("disconnected", UNDECRYPTABLE_REASON)
