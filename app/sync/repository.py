@@ -104,6 +104,17 @@ _NOTIFIED = select(*_NOTIFIED_COLUMNS).where(
 )
 
 
+def _raised_cursor(cursor: int) -> ColumnElement[int]:
+    """The stored cursor moved up to `cursor`, never down."""
+    return case(
+        (
+            or_(Mailbox.history_cursor.is_(None), Mailbox.history_cursor < cursor),
+            literal(cursor, BigInteger),
+        ),
+        else_=Mailbox.history_cursor,
+    )
+
+
 class NotificationRepository:
     """The push intake's statements. They run on a session or on a bare connection: the
     intake's group commit uses the latter, which costs less per transaction."""
@@ -190,28 +201,21 @@ class SyncStateRepository:
         self,
         mailbox_id: str,
         *,
-        cursor: int,
+        cursor: int | None,
         done: bool,
         now: datetime,
         retry_at: datetime | None,
         error: str | None,
     ) -> None:
-        """Move the cursor forward (never back) and record how the pass ended.
+        """Move the cursor forward (never back; None: leave it) and record how the pass
+        ended.
 
         `done` means the pass reached the mailbox's current history id: a requested
         sync is then satisfied.
         """
-        values: dict[str, object] = {
-            "history_cursor": case(
-                (
-                    or_(Mailbox.history_cursor.is_(None), Mailbox.history_cursor < cursor),
-                    literal(cursor, BigInteger),
-                ),
-                else_=Mailbox.history_cursor,
-            ),
-            "sync_retry_at": retry_at,
-            "sync_error": error,
-        }
+        values: dict[str, object] = {"sync_retry_at": retry_at, "sync_error": error}
+        if cursor is not None:
+            values["history_cursor"] = _raised_cursor(cursor)
         if done:
             values["sync_requested"] = False
             values["last_synced_at"] = now
@@ -231,7 +235,7 @@ class SyncStateRepository:
             update(Mailbox)
             .where(Mailbox.id == mailbox_id)
             .values(
-                history_cursor=cursor,
+                history_cursor=_raised_cursor(cursor),
                 recovered_messages=Mailbox.recovered_messages + recovered,
                 last_recovery_at=now,
                 last_synced_at=now,

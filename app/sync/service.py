@@ -188,7 +188,7 @@ class MailboxSyncer:
             async with session_scope(self._sessionmaker) as session:
                 await SyncStateRepository(session).save_progress(
                     mailbox.id,
-                    cursor=mailbox.history_cursor or 0,
+                    cursor=mailbox.history_cursor,
                     done=False,
                     now=utcnow(),
                     retry_at=retry_at,
@@ -537,7 +537,7 @@ class MailboxSyncer:
         async with session_scope(self._sessionmaker) as session:
             await SyncStateRepository(session).save_progress(
                 mailbox.id,
-                cursor=cursor or 0,
+                cursor=cursor,
                 done=False,
                 now=now,
                 retry_at=retry_at,

@@ -302,3 +302,29 @@ async def test_a_notification_history_never_shows_is_parked_not_lowered(
     run = await sync()
     assert run.passes and run.passes[0].outcome is PassOutcome.SYNCED
     assert (await talk.thread())["messages"][-1]["gmail_message_id"] == gmail_id
+
+
+async def test_a_failed_first_sync_leaves_the_cursor_unset_not_zero(
+    live_service: LiveService,
+    sandbox: RunningSandbox,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    talk = await settled_conversation(live_service, sandbox, sessionmaker)
+    async with session_scope(sessionmaker) as session:
+        mailbox = await session.get(Mailbox, talk.mailbox_id)
+        assert mailbox is not None
+        mailbox.history_cursor = None  # as if the watch's history id was never stored
+    sandbox.fault("gmail.users.getProfile", "unavailable", account=talk.rep)
+
+    failed = await sync_now(live_service, talk.mailbox_id)
+    assert [r.outcome for r in failed.passes] == [PassOutcome.FAILED]
+    # Zero would send the next pass walking history from the start (a 404, then a
+    # needless gap recovery); unset means "take the cursor from getProfile".
+    assert (await load(sessionmaker, talk.mailbox_id)).history_cursor is None
+
+    sandbox.clear_calls()
+    again = await sync_when_due(live_service, sessionmaker, talk.mailbox_id)
+    assert [r.outcome for r in again.passes] == [PassOutcome.INITIALIZED]
+    current = int(sandbox.account(talk.rep)["history_id"])
+    assert (await load(sessionmaker, talk.mailbox_id)).history_cursor == current
+    assert sandbox.calls("gmail.users.threads.get", account=talk.rep) == []
