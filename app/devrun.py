@@ -216,7 +216,10 @@ def main() -> int:
     finally:
         for process in processes:
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                # SIGTERM, not SIGINT: after Ctrl-C the children already had one SIGINT
+                # from the terminal, and uvicorn takes a second as "exit now", skipping
+                # the lifespan shutdown (duties, sync, engine).
+                process.send_signal(signal.SIGTERM)
         for process in processes:
             try:
                 process.wait(timeout=10)
