@@ -3,30 +3,40 @@
 A template sees its variables and nothing else of the process: no globals
 (``range``, ``cycler``, ``lipsum`` … are removed), no dunder or internal attributes
 (the sandbox raises on ``''.__class__`` and the like), no mutation of the
-variables, and no operator that would build a huge string or number. Missing
-variables are errors naming the variable (``lead.first_name``), not blanks.
+variables, and nothing that would build a huge string or number or run for long:
+operators, ``~``, width and padding arguments of filters and string methods, format
+specs, each part's output and the lines a template may execute are all bounded.
+Missing variables are errors naming the variable (``lead.first_name``), not blanks.
 """
 
 from __future__ import annotations
 
 import functools
 import operator
+import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, cast
 
 from jinja2 import (
     StrictUndefined,
+    Template,
     TemplateRuntimeError,
     TemplateSyntaxError,
     UndefinedError,
     nodes,
 )
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
 from app.mail.html_text import html_to_text
+
+TraceFunction = Callable[[FrameType, str, Any], Any]
 
 __all__ = [
     "RenderedTemplate",
@@ -41,6 +51,17 @@ __all__ = [
 # Bounds on what one expression may build, e.g. ``{{ 'x' * 10**9 }}``.
 MAX_SEQUENCE_LENGTH = 100_000
 MAX_EXPONENT = 100
+MAX_INT_BITS = 10_000  # ``(9 ** 99) ** 99`` and the like
+# Widths and paddings: ``center``, ``indent``, ``ljust``, ``'%9999999d'``, ``'{:>9999999}'``.
+MAX_WIDTH = 1_000
+# Per rendered part: characters out, and template lines executed (nested loops).
+MAX_OUTPUT = 1_000_000
+MAX_STEPS = 200_000
+
+_PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?")
+_FORMAT_SPEC = re.compile(r"\{[^{}]*?:([^{}]*)\}|\{[^{}]*\{")
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+_WIDTH_FILTERS = {"center": 1, "indent": 1, "wordwrap": 1}  # filter -> position of the width
 
 
 class TemplateError(ValueError):
@@ -103,23 +124,165 @@ class _RecordingUndefined(StrictUndefined):
         super().__init__(hint, obj, name, exc)
 
 
+class _BoundedCodeGenerator(CodeGenerator):
+    """``a ~ b`` is not an operator the sandbox intercepts: have the template check
+    the joined string's length."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.checked_length(")
+        super().visit_Concat(node, frame)
+        self.write(")")
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    code_generator_class = _BoundedCodeGenerator
 
     def __init__(self, *, autoescape: bool) -> None:
         super().__init__(undefined=_RecordingUndefined, autoescape=autoescape)
         self.globals.clear()
+        for name, position in _WIDTH_FILTERS.items():
+            self.filters[name] = _width_bounded(self.filters[name], position)
+        self.filters["format"] = _format_bounded(self.filters["format"])
+        self.filters["replace"] = _replace_bounded(self.filters["replace"])
+        self.filters["join"] = _join_bounded(self.filters["join"])
+
+    @staticmethod
+    def checked_length(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > MAX_SEQUENCE_LENGTH:
+            raise SecurityError("result too large")
+        return value
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
         if operator_name == "**":
             if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
                 raise SecurityError("exponent too large")
+            if (
+                isinstance(left, int)
+                and isinstance(right, int)
+                and right > 0
+                and abs(left).bit_length() * right > MAX_INT_BITS
+            ):
+                raise SecurityError("number too large")
             return operator.pow(left, right)
         if operator_name == "*":
             _check_repeat(left, right)
             _check_repeat(right, left)
             return operator.mul(left, right)
+        if operator_name == "+":
+            if (
+                isinstance(left, str | list | tuple)
+                and isinstance(right, str | list | tuple)
+                and len(left) + len(right) > MAX_SEQUENCE_LENGTH
+            ):
+                raise SecurityError("result too large")
+            return operator.add(left, right)
+        if operator_name == "%":
+            if isinstance(left, str):
+                _check_printf(left)
+            return operator.mod(left, right)
         return super().call_binop(context, operator_name, left, right)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        # Jinja wraps `str.format` when the attribute is read, so check the spec then.
+        if getattr(value, "__name__", "") in ("format", "format_map"):
+            owner = getattr(value, "__self__", None)
+            if isinstance(owner, str):
+                _check_format(owner)
+        return super().wrap_str_format(value)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            name = getattr(__obj, "__name__", "")
+            if name in _WIDTH_METHODS:
+                _check_widths(*args, *kwargs.values())
+            elif name == "replace" and len(args) >= 2:
+                _check_replace(owner, args[0], args[1])
+            elif name == "join" and args:
+                _check_join(owner, args[0])
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _check_widths(*values: Any) -> None:
+    if any(isinstance(value, int) and abs(value) > MAX_WIDTH for value in values):
+        raise SecurityError(f"a width above {MAX_WIDTH}")
+    if any(isinstance(value, str) and len(value) > MAX_WIDTH for value in values):
+        raise SecurityError(f"a padding longer than {MAX_WIDTH}")
+
+
+def _check_printf(template: str) -> None:
+    for width, precision in _PRINTF_SPEC.findall(template):
+        for number in (width, precision):
+            if number == "*" or (number and int(number) > MAX_WIDTH):
+                raise SecurityError(f"a format width above {MAX_WIDTH}")
+
+
+def _check_format(template: str) -> None:
+    for match in _FORMAT_SPEC.finditer(template):
+        spec = match.group(1)
+        if spec is None:  # a replacement field nested in another: a width from the data
+            raise SecurityError("nested format fields")
+        if any(int(number) > MAX_WIDTH for number in re.findall(r"\d+", spec)):
+            raise SecurityError(f"a format width above {MAX_WIDTH}")
+
+
+def _check_replace(value: Any, old: Any, new: Any) -> None:
+    if isinstance(value, str) and isinstance(old, str) and isinstance(new, str) and old:
+        grown = len(value) + value.count(old) * (len(new) - len(old))
+        if grown > MAX_SEQUENCE_LENGTH:
+            raise SecurityError("result too large")
+
+
+def _check_join(separator: Any, items: Any) -> None:
+    if isinstance(items, list | tuple) and items:
+        size = len(str(separator)) * (len(items) - 1)
+        size += sum(len(item) if isinstance(item, str) else 0 for item in items)
+        if size > MAX_SEQUENCE_LENGTH:
+            raise SecurityError("result too large")
+
+
+Filter = Callable[..., Any]
+
+
+def _width_bounded(original: Filter, position: int) -> Filter:
+    @functools.wraps(original)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        offset = 1 if getattr(original, "jinja_pass_arg", None) is not None else 0
+        _check_widths(*args[position + offset :], *kwargs.values())
+        return original(*args, **kwargs)
+
+    return bounded
+
+
+def _format_bounded(original: Filter) -> Filter:
+    @functools.wraps(original)
+    def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str):
+            _check_printf(value)
+        return original(value, *args, **kwargs)
+
+    return bounded
+
+
+def _replace_bounded(original: Filter) -> Filter:
+    @functools.wraps(original)
+    def bounded(eval_ctx: Any, value: Any, old: Any, new: Any, *args: Any) -> Any:
+        _check_replace(str(value), old, new)
+        return original(eval_ctx, value, old, new, *args)
+
+    return bounded
+
+
+def _join_bounded(original: Filter) -> Filter:
+    @functools.wraps(original)
+    def bounded(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
+        items = list(value) if attribute is None else value
+        if attribute is None:
+            _check_join(d, [str(item) for item in items])
+        return original(eval_ctx, items, d, attribute)
+
+    return bounded
 
 
 def _check_repeat(sequence: Any, count: Any) -> None:
@@ -186,7 +349,7 @@ def _render(field: str, source: str, environment: _Sandbox, variables: Mapping[s
     tree = _compile(field, source, environment)
     try:
         template = environment.from_string(tree)
-        return template.render(dict(variables))
+        return _bounded_render(template, dict(variables))
     except _MissingVariable as error:
         raise TemplateVariableMissing(field, _variable_path(tree, error, variables)) from None
     except SecurityError as error:
@@ -197,6 +360,38 @@ def _render(field: str, source: str, environment: _Sandbox, variables: Mapping[s
         raise TemplateSyntaxInvalid(field, f"line {error.lineno}: {error.message}") from None
     except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as error:
         raise TemplateRenderError(field, f"{type(error).__name__}: {error}") from None
+
+
+def _bounded_render(template: Template, variables: dict[str, Any]) -> str:
+    """Render with a cap on the output and on the template lines executed: a loop in a
+    loop need not build anything to keep the process busy."""
+    steps = 0
+
+    def count_lines(frame: FrameType, event: str, arg: Any) -> TraceFunction | None:
+        nonlocal steps
+        if event == "line":
+            steps += 1
+            if steps > MAX_STEPS:
+                raise SecurityError("the template runs too long")
+        return count_lines
+
+    def trace_templates(frame: FrameType, event: str, arg: Any) -> TraceFunction | None:
+        # Only the template's own code is counted, not the functions it calls.
+        return count_lines if frame.f_code.co_filename == "<template>" else None
+
+    previous = sys.gettrace()
+    sys.settrace(trace_templates)
+    try:
+        chunks: list[str] = []
+        size = 0
+        for chunk in template.generate(variables):
+            size += len(chunk)
+            if size > MAX_OUTPUT:
+                raise SecurityError("the rendered text is too long")
+            chunks.append(chunk)
+        return "".join(chunks)
+    finally:
+        sys.settrace(previous)
 
 
 def _variable_path(

@@ -1,4 +1,6 @@
 import os
+import time
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -185,3 +187,69 @@ def test_variables_are_not_mutated() -> None:
     with pytest.raises(TemplateRenderError):
         render_template("{{ lead.tags.append('b') }}", None, None, variables)
     assert variables == {"lead": {"tags": ["a"]}}
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''|center(1000000000) }}",
+        "{{ 'a'|indent(1000000000) }}",
+        "{{ 'a'|indent('x' * 99999) }}",
+        "{{ 'a'|wordwrap(1000000000) }}",
+        "{{ '%1000000000d'|format(1) }}",
+        "{{ '%*d'|format(1000000000, 1) }}",
+        "{{ '%1000000000d' % 1 }}",
+        "{{ '{:>1000000000}'.format(1) }}",
+        "{{ '{:{}}'.format('x', 1000000000) }}",
+        "{{ 'x'.ljust(1000000000) }}",
+        "{{ 'x'.zfill(1000000000) }}",
+        "{{ '\t'.expandtabs(1000000000) }}",
+        "{{ ('x' * 99999)|replace('x', 'y' * 99999) }}",
+        "{{ ('x' * 99999).replace('x', 'y' * 99999) }}",
+        "{{ (['x' * 99999] * 99)|join }}",
+        "{{ ('x' * 60000) ~ ('x' * 60000) }}",
+        "{{ ('x' * 60000) + ('x' * 60000) }}",
+        "{{ ((9 ** 99) ** 99) ** 99 }}",
+        "{% macro d(s, n) %}{% if n %}{{ d(s ~ s, n - 1) }}{% endif %}{% endmacro %}"
+        "{{ d('x', 64) }}",
+        "{% for i in 'x' * 1000 %}{{ 'y' * 99999 }}{% endfor %}",
+        "{% for i in 'x' * 99999 %}{% for j in 'x' * 99999 %}{% endfor %}{% endfor %}",
+    ],
+)
+def test_templates_cannot_exhaust_memory_or_time(template: str) -> None:
+    started = time.perf_counter()
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateRenderError) as caught:
+            render_template("Hi", None, template, LEAD)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert caught.value.field == "body_html"
+    assert "not allowed" in caught.value.message
+    # Refused before the big thing was built, not after.
+    assert peak < 16 * 1024 * 1024
+    assert time.perf_counter() - started < 2
+
+
+def test_ordinary_templates_stay_within_the_bounds() -> None:
+    rendered = render_template(
+        "{{ '%s: %05.2f'|format(lead.first_name, 3.14159) }}",
+        "{% for tag in tags %}{{ loop.index }}. {{ tag|center(12) }}\n{% endfor %}"
+        "{{ lead.first_name.ljust(10, '.') }}{{ '{:>8}'.format('end') }}"
+        "{{ tags|join(', ') }} {{ 'a-b'|replace('-', ' ') }} {{ 2 ** 10 }}",
+        None,
+        {**LEAD, "tags": ["vip", "renewal"]},
+    )
+    assert rendered.subject == "Jürgen: 03.14"
+    assert "1.     vip     \n2.   renewal   \n" in (rendered.body_text or "")
+    assert "Jürgen....     end" in (rendered.body_text or "")
+    assert (rendered.body_text or "").endswith("vip, renewal a b 1024")
+
+
+def test_a_long_but_honest_render_is_allowed() -> None:
+    rows = [{"name": f"item {index}"} for index in range(5000)]
+    rendered = render_template(
+        "List", "{% for row in rows %}{{ row.name }}\n{% endfor %}", None, {"rows": rows}
+    )
+    assert (rendered.body_text or "").count("\n") == 5000
