@@ -124,13 +124,17 @@ def demo_token(secret: str) -> str:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def banner(token: str) -> str:
+def banner(token: str, secrets: dict[str, str]) -> str:
     auth = '-H "Authorization: Bearer $TOKEN"'
     return f"""
 leadmail is running.
   service   {SERVICE}   (API docs: {SERVICE}/docs)
   sandbox   {SANDBOX}   (a local Google; SMTP on 127.0.0.1:{SANDBOX_SMTP_PORT})
   demo org  {ORG}, user {USER}; sandbox accounts {REP} (rep) and {CUSTOMER} (customer)
+
+Development secrets (generated once, kept in {VAR / "dev-secrets.json"}):
+  API_JWT_SECRET={secrets["API_JWT_SECRET"]}
+  TOKEN_ENCRYPTION_KEYS={secrets["TOKEN_ENCRYPTION_KEYS"]}
 
 Bearer token (valid 30 days):
   export TOKEN={token}
@@ -207,7 +211,7 @@ def main() -> int:
         wait_for(f"{SANDBOX}/oauth2/v1/certs")
         wait_for(f"{SERVICE}/healthz")
         seed_sandbox()
-        print(banner(demo_token(secrets["API_JWT_SECRET"])), flush=True)
+        print(banner(demo_token(secrets["API_JWT_SECRET"]), secrets), flush=True)
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)
         return 1
