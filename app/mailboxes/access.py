@@ -232,20 +232,15 @@ class MailboxAccess:
             encrypted = current.refresh_token_encrypted
             assert encrypted is not None
             try:
-                refresh_token = self.cipher.decrypt(encrypted)
-            except TokenCipherError:
-                # No configured key opens it (one was retired before `rotate-keys` ran):
-                # as unusable as a revoked grant, and only a reconnect mends it.
-                logger.error("mailbox.token_undecryptable", extra={"mailbox_id": mailbox.id})
-                reason = UNDECRYPTABLE_REASON
-                if await self._mark_disconnected(mailbox.id, reason, only_if_token=encrypted):
-                    _mark_object_disconnected(mailbox, reason)
-                    raise MailboxDisconnected(mailbox.id, reason) from None
-                continue
-            try:
-                fresh = await self._refresh_with_retries(mailbox.id, refresh_token)
-            except InvalidGrant as exc:
-                reason = invalid_grant_reason(exc)
+                fresh = await self._refresh_with_retries(mailbox.id, self.cipher.decrypt(encrypted))
+            except (InvalidGrant, TokenCipherError) as exc:
+                if isinstance(exc, InvalidGrant):
+                    reason = invalid_grant_reason(exc)
+                else:
+                    # No configured key opens it (one was retired before `rotate-keys`
+                    # ran): as unusable as a revoked grant, and only a reconnect mends it.
+                    logger.error("mailbox.token_undecryptable", extra={"mailbox_id": mailbox.id})
+                    reason = UNDECRYPTABLE_REASON
                 if await self._mark_disconnected(mailbox.id, reason, only_if_token=encrypted):
                     _mark_object_disconnected(mailbox, reason)
                     raise MailboxDisconnected(mailbox.id, reason) from None
