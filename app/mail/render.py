@@ -237,7 +237,7 @@ def _check_replace(value: Any, old: Any, new: Any) -> None:
 def _check_join(separator: Any, items: Any) -> None:
     if isinstance(items, list | tuple) and items:
         size = len(str(separator)) * (len(items) - 1)
-        size += sum(len(item) if isinstance(item, str) else 0 for item in items)
+        size += sum(len(item if isinstance(item, str) else str(item)) for item in items)
         if size > MAX_SEQUENCE_LENGTH:
             raise SecurityError("result too large")
 
@@ -246,10 +246,12 @@ Filter = Callable[..., Any]
 
 
 def _width_bounded(original: Filter, position: int) -> Filter:
+    # A filter that takes the context or environment first has its width one further on.
+    first_width = position + (1 if getattr(original, "jinja_pass_arg", None) is not None else 0)
+
     @functools.wraps(original)
     def bounded(*args: Any, **kwargs: Any) -> Any:
-        offset = 1 if getattr(original, "jinja_pass_arg", None) is not None else 0
-        _check_widths(*args[position + offset :], *kwargs.values())
+        _check_widths(*args[first_width:], *kwargs.values())
         return original(*args, **kwargs)
 
     return bounded
@@ -279,7 +281,7 @@ def _join_bounded(original: Filter) -> Filter:
     def bounded(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
         items = list(value) if attribute is None else value
         if attribute is None:
-            _check_join(d, [str(item) for item in items])
+            _check_join(d, items)
         return original(eval_ctx, items, d, attribute)
 
     return bounded
